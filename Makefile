@@ -1,0 +1,45 @@
+# mailwarden — the two commands that matter: `make serve` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+LISTEN ?= 127.0.0.1:8080
+WORKERS ?= 2
+
+.PHONY: serve test lint typecheck pytest debian-run debian-test venv demo-users clean bench
+
+# The venv is rebuilt when the dependency pins change.
+$(BIN)/.installed: pyproject.toml
+	@bash scripts/install-debian-packages.sh packaging/debian-run.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	@touch $@
+
+venv: $(BIN)/.installed
+
+demo-users: $(BIN)/.installed
+	$(BIN)/mailwarden users --config examples/site.toml import examples/users.csv --replace
+
+serve: demo-users
+	$(BIN)/mailwarden serve --config examples/site.toml --listen $(LISTEN) --workers $(WORKERS) --print-examples
+
+debian-test:
+	@bash scripts/install-debian-packages.sh packaging/debian-run.txt packaging/debian-test.txt
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: $(BIN)/.installed
+	$(BIN)/mypy
+
+pytest: $(BIN)/.installed debian-test
+	$(BIN)/pytest
+
+test: debian-test $(BIN)/.installed lint typecheck pytest
+
+bench: $(BIN)/.installed debian-test
+	bash bench/autoconfig.sh
+
+clean:
+	rm -rf $(VENV) var build dist .mypy_cache .ruff_cache .pytest_cache .hypothesis

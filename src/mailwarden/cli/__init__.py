@@ -1,0 +1,68 @@
+"""The ``mailwarden`` command: parse arguments, call the package, render the result.
+
+Each subcommand lives in its own module with a ``register(subparsers)`` function; adding a
+command means adding a module and one line to :data:`COMMANDS`. Errors reach the user as one line
+``mailwarden: error [CODE]: message`` and exit status 2, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from types import ModuleType
+
+from mailwarden import __version__
+from mailwarden.cli import config_cmd, serve_cmd, users_cmd
+from mailwarden.cli.common import err_console
+from mailwarden.errors import MailwardenError
+
+COMMANDS: list[ModuleType] = [serve_cmd, config_cmd, users_cmd]
+
+DESCRIPTION = """\
+mailwarden: the mail team's toolkit.
+
+Everything is driven by one site file (site.toml) that describes your organisation, the mail
+domains you serve, their IMAP/POP3/SMTP servers and where user accounts live.
+
+Start here:
+  mailwarden check-config site.toml          validate the site file and show what it means
+  mailwarden users --config site.toml import users.csv
+  mailwarden serve --config site.toml --listen 127.0.0.1:8080 --workers 2
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mailwarden",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Run 'mailwarden COMMAND --help' for the options of one command. "
+        "Docs: docs/ in the source tree.",
+    )
+    parser.add_argument("--version", action="version", version=f"mailwarden {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in COMMANDS:
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        status: int = args.func(args)
+    except MailwardenError as exc:
+        err_console.print(
+            f"[bold red]mailwarden: error[/] [{exc.code}]: {exc.message}",
+            markup=True,
+            highlight=False,
+        )
+        return exc.exit_status
+    except KeyboardInterrupt:
+        return 130
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""``mailwarden serve``: run the autoconfiguration server."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from pathlib import Path
+
+from mailwarden.cli.common import add_config_option, console, formatter
+from mailwarden.errors import InputError
+from mailwarden.server.app import outlook_2007_warning
+from mailwarden.server.asgi import CONFIG_ENV
+from mailwarden.site import Site, load_site
+
+HELP = """\
+Serve Thunderbird autoconfig, Outlook Autodiscover (POX XML and v2 JSON), /healthz and
+/metrics for every domain in the site file, with a production ASGI server (uvicorn).
+
+Put it behind your TLS reverse proxy (see README: Deployment) and point autoconfig.<domain>
+and autodiscover.<domain> at it. Example:
+
+  mailwarden serve --config /etc/mailwarden/site.toml --listen 127.0.0.1:8080 --workers 4
+"""
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "serve",
+        help="run the autoconfiguration server",
+        description=HELP,
+        formatter_class=formatter(),
+    )
+    add_config_option(parser)
+    parser.add_argument(
+        "--listen",
+        default="127.0.0.1:8080",
+        metavar="HOST:PORT",
+        help="address to listen on (default 127.0.0.1:8080; [::1]:8080 for IPv6)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="worker processes (default 1; one or two per core)",
+    )
+    parser.add_argument(
+        "--log-level", default="info", choices=("critical", "error", "warning", "info", "debug")
+    )
+    parser.add_argument(
+        "--print-examples",
+        action="store_true",
+        help="print curl command lines for every endpoint before serving",
+    )
+    parser.set_defaults(func=run)
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536 or not host:
+        raise InputError(f"--listen {text!r}: expected HOST:PORT, e.g. 127.0.0.1:8080")
+    return host.strip("[]"), int(port)
+
+
+def example_commands(site: Site, base: str) -> list[str]:
+    """curl lines that exercise each endpoint for the site's primary domain."""
+    domain = site.primary_domain
+    user = f"user@{domain}"
+    pox = (
+        '<?xml version="1.0" encoding="utf-8"?><Autodiscover xmlns="http://schemas.microsoft.com/'
+        'exchange/autodiscover/outlook/requestschema/2006"><Request><EMailAddress>'
+        f"{user}</EMailAddress><AcceptableResponseSchema>http://schemas.microsoft.com/exchange/"
+        "autodiscover/outlook/responseschema/2006a</AcceptableResponseSchema></Request>"
+        "</Autodiscover>"
+    )
+    return [
+        f"curl -s '{base}/mail/config-v1.1.xml?emailaddress={user.replace('@', '%40')}'",
+        f"curl -s -H 'Host: autoconfig.{domain}' '{base}/mail/config-v1.1.xml'",
+        f"curl -s -H 'Content-Type: text/xml' --data '{pox}' "
+        f"'{base}/autodiscover/autodiscover.xml'",
+        f"curl -s '{base}/autodiscover/autodiscover.json?Email={user.replace('@', '%40')}"
+        "&Protocol=AutodiscoverV1'",
+        f"curl -s '{base}/autodiscover/autodiscover.json/v1.0/{user}?Protocol=AutodiscoverV1'",
+        f"curl -s '{base}/healthz'",
+        f"curl -s '{base}/metrics'",
+    ]
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    config = Path(args.config).resolve()
+    site = load_site(config)  # fail here, once, with a clear message, not in every worker
+    host, port = parse_listen(args.listen)
+    if args.workers < 1:
+        raise InputError("--workers must be at least 1")
+    os.environ[CONFIG_ENV] = str(config)
+    metrics_dir = tempfile.mkdtemp(prefix="mailwarden-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    if args.print_examples:
+        shown = f"[{host}]" if ":" in host else host
+        console.print(f"[bold]Serving {site.organisation.name} on http://{shown}:{port}[/]")
+        console.print("Try:")
+        for line in example_commands(site, f"http://{shown}:{port}"):
+            console.print(f"  {line}", soft_wrap=True, markup=False)
+    for warning in outlook_2007_warning(site):
+        console.print(f"[yellow]warning:[/] {warning}")
+    trusted = ",".join(site.server.trusted_proxies) or "127.0.0.1"
+    uvicorn.run(
+        "mailwarden.server.asgi:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=args.workers,
+        access_log=False,
+        server_header=False,
+        proxy_headers=True,
+        forwarded_allow_ips=trusted,
+        log_level=args.log_level,
+        lifespan="on",
+    )
+    return 0

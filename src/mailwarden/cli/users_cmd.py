@@ -1,0 +1,186 @@
+"""``mailwarden users``: manage the embedded directory (SQLite)."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict
+from pathlib import Path
+
+from rich.table import Table
+
+from mailwarden.address import AddressError, parse_address
+from mailwarden.cli.common import (
+    add_config_option,
+    add_format_option,
+    console,
+    formatter,
+    print_json,
+)
+from mailwarden.directory.embedded import UserRecord, UserStore, parse_users_csv
+from mailwarden.errors import ConfigError, InputError
+from mailwarden.site import load_site
+
+HELP = """\
+Manage the accounts of the embedded directory (the default backend: a SQLite file named by
+[directory] path in the site file). Each account has a primary address, a login name (what the
+user types as user name in the mail client), an optional display name and any number of alias
+addresses; all addresses of an account get that account's login name.
+
+  mailwarden users -c site.toml import users.csv     add/update accounts from CSV, all or nothing
+  mailwarden users -c site.toml add jdoe@example.edu --login jdoe --alias john.doe@example.edu
+  mailwarden users -c site.toml show john.doe@example.edu
+  mailwarden users -c site.toml list --format json
+
+CSV header: address,login[,display_name][,aliases][,enabled] — aliases separated by spaces or
+semicolons, enabled yes/no. A bad row is reported with its line number and nothing is imported.
+"""
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "users",
+        help="manage the embedded user directory",
+        description=HELP,
+        formatter_class=formatter(),
+    )
+    add_config_option(parser)
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    imp = actions.add_parser("import", help="add or update accounts from a CSV file")
+    imp.add_argument("csv", metavar="FILE.csv")
+    imp.add_argument(
+        "--replace",
+        action="store_true",
+        help="remove every account not in the file (make the directory match it)",
+    )
+    imp.set_defaults(func=run_import)
+
+    add = actions.add_parser("add", help="add one account")
+    add.add_argument("address")
+    add.add_argument("--login", required=True, help="the login name for IMAP/POP3/SMTP")
+    add.add_argument("--name", help="display name")
+    add.add_argument("--alias", action="append", default=[], help="an alias address (repeatable)")
+    add.add_argument("--disabled", action="store_true", help="add the account disabled")
+    add.set_defaults(func=run_add)
+
+    remove = actions.add_parser("remove", help="remove the account owning an address")
+    remove.add_argument("address")
+    remove.set_defaults(func=run_remove)
+
+    show = actions.add_parser("show", help="show the account owning an address (or alias)")
+    show.add_argument("address")
+    add_format_option(show)
+    show.set_defaults(func=run_show)
+
+    list_ = actions.add_parser("list", help="list all accounts")
+    add_format_option(list_)
+    list_.set_defaults(func=run_list)
+
+
+def _store(args: argparse.Namespace) -> UserStore:
+    site = load_site(args.config)
+    if site.directory.backend != "embedded":
+        raise ConfigError(
+            f"{args.config}: [directory] backend is {site.directory.backend!r}; "
+            "'mailwarden users' manages only the embedded directory"
+        )
+    return UserStore(site.directory.path)
+
+
+def run_import(args: argparse.Namespace) -> int:
+    path = Path(args.csv)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 (byte {exc.start})") from None
+    records = parse_users_csv(text, str(path))
+    store = _store(args)
+    try:
+        count = store.import_records(records, source=str(path), replace=args.replace)
+        total = store.count()
+    finally:
+        store.close()
+    console.print(f"[green]✓[/] imported {count} accounts from {path} ({total} in the directory)")
+    return 0
+
+
+def _key(text: str) -> str:
+    try:
+        return parse_address(text).key
+    except AddressError as exc:
+        raise InputError(f"{text!r} is not a valid address: {exc}") from None
+
+
+def run_add(args: argparse.Namespace) -> int:
+    record = UserRecord(
+        address=_key(args.address),
+        login=args.login.strip(),
+        display_name=args.name,
+        aliases=tuple(_key(a) for a in args.alias),
+        enabled=not args.disabled,
+    )
+    if not record.login:
+        raise InputError("--login must not be empty")
+    store = _store(args)
+    try:
+        store.add(record)
+    finally:
+        store.close()
+    console.print(f"[green]✓[/] added {record.address} (login {record.login})")
+    return 0
+
+
+def run_remove(args: argparse.Namespace) -> int:
+    store = _store(args)
+    try:
+        owner = store.remove(args.address)
+    finally:
+        store.close()
+    console.print(f"[green]✓[/] removed the account {owner} and all its addresses")
+    return 0
+
+
+def _table(records: list[UserRecord]) -> Table:
+    table = Table()
+    for column in ("address", "login", "display name", "aliases", "enabled"):
+        table.add_column(column)
+    for r in records:
+        table.add_row(
+            r.address,
+            r.login,
+            r.display_name or "-",
+            " ".join(r.aliases) or "-",
+            "yes" if r.enabled else "[red]no[/]",
+        )
+    return table
+
+
+def run_show(args: argparse.Namespace) -> int:
+    store = _store(args)
+    try:
+        record = store.get(args.address)
+    finally:
+        store.close()
+    if record is None:
+        raise InputError(f"{args.address}: no such address in the directory")
+    if args.format == "json":
+        print_json(asdict(record))
+    else:
+        console.print(_table([record]))
+    return 0
+
+
+def run_list(args: argparse.Namespace) -> int:
+    store = _store(args)
+    try:
+        records = store.all()
+    finally:
+        store.close()
+    if args.format == "json":
+        print_json([asdict(r) for r in records])
+    else:
+        console.print(_table(records))
+        console.print(f"{len(records)} accounts")
+    return 0

@@ -1,0 +1,288 @@
+"""The embedded directory: one SQLite file, no server to run.
+
+Two tables: ``accounts`` (primary address, login, display name, enabled) and ``addresses``
+(every address that reaches an account, the primary one included, in lookup form). A lookup is
+one indexed join, a few microseconds, so the server calls it directly on the event loop rather
+than paying for a thread hop.
+
+:class:`UserStore` is the management side used by ``mailwarden users``: every change is one
+transaction, so a bad CSV row leaves the database exactly as it was.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from mailwarden.address import Address, AddressError, parse_address
+from mailwarden.directory.base import Account
+from mailwarden.errors import DirectoryError, InputError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS accounts (
+    id INTEGER PRIMARY KEY,
+    address TEXT NOT NULL UNIQUE,
+    login TEXT NOT NULL,
+    display_name TEXT,
+    enabled INTEGER NOT NULL DEFAULT 1
+);
+CREATE TABLE IF NOT EXISTS addresses (
+    address TEXT PRIMARY KEY,
+    account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE
+) WITHOUT ROWID;
+"""
+
+_LOOKUP = (
+    "SELECT a.address, a.login, a.display_name, a.enabled FROM addresses x "
+    "JOIN accounts a ON a.id = x.account_id WHERE x.address = ?"
+)
+
+MAX_CSV_BYTES = 64 * 1024 * 1024
+MAX_FIELD = 256
+CSV_COLUMNS = ("address", "login", "display_name", "aliases", "enabled")
+
+
+def _connect(path: Path, *, create: bool) -> sqlite3.Connection:
+    if not create and not path.exists():
+        raise DirectoryError(
+            f"{path}: embedded directory does not exist yet; "
+            "create it with 'mailwarden users import' or 'mailwarden users add'"
+        )
+    try:
+        if create:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("PRAGMA busy_timeout = 5000")
+        conn.executescript(SCHEMA)
+    except sqlite3.Error as exc:
+        raise DirectoryError(f"{path}: cannot open embedded directory: {exc}") from None
+    except OSError as exc:
+        raise DirectoryError(f"{path}: cannot create embedded directory: {exc.strerror}") from None
+    return conn
+
+
+def _row_to_account(row: tuple[str, str, str | None, int]) -> Account:
+    return Account(address=row[0], login=row[1], display_name=row[2], enabled=bool(row[3]))
+
+
+class EmbeddedDirectory:
+    """Read side, used by the server."""
+
+    name = "embedded"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._conn: sqlite3.Connection | None = None
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self._conn = _connect(self.path, create=True)
+        return self._conn
+
+    async def lookup(self, address: Address) -> Account | None:
+        try:
+            row = self._connection().execute(_LOOKUP, (address.key,)).fetchone()
+        except sqlite3.Error as exc:
+            raise DirectoryError(f"{self.path}: lookup failed: {exc}") from None
+        return _row_to_account(row) if row else None
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+@dataclass(frozen=True, slots=True)
+class UserRecord:
+    """One account with all its addresses, as the CLI shows and imports it."""
+
+    address: str
+    login: str
+    display_name: str | None
+    aliases: tuple[str, ...]
+    enabled: bool = True
+
+
+def _key(text: str, where: str) -> str:
+    try:
+        return parse_address(text).key
+    except AddressError as exc:
+        raise InputError(f"{where}: {text!r} is not a valid address: {exc}") from None
+
+
+def _clean_field(value: str, name: str, where: str, *, required: bool) -> str:
+    value = value.strip()
+    if required and not value:
+        raise InputError(f"{where}: column '{name}' is empty")
+    if len(value) > MAX_FIELD:
+        raise InputError(f"{where}: column '{name}' is longer than {MAX_FIELD} characters")
+    if any(ord(c) < 32 for c in value):
+        raise InputError(f"{where}: column '{name}' contains control characters")
+    return value
+
+
+_TRUE = {"1", "yes", "true", "on", "enabled"}
+_FALSE = {"0", "no", "false", "off", "disabled"}
+
+
+def parse_users_csv(text: str, source: str) -> list[UserRecord]:
+    """Parse a users CSV (header: address,login[,display_name][,aliases][,enabled]).
+
+    ``aliases`` holds further addresses separated by spaces or semicolons. Every problem is
+    reported as ``FILE:LINE: …``; the first one stops the parse.
+    """
+    if len(text) > MAX_CSV_BYTES:
+        raise InputError(f"{source}: larger than 64 MiB")
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = [h.strip().lower() for h in next(reader)]
+    except StopIteration:
+        raise InputError(f"{source}: file is empty (expected a header line)") from None
+    except csv.Error as exc:
+        raise InputError(f"{source}:1: {exc}") from None
+    unknown = [h for h in header if h not in CSV_COLUMNS]
+    if unknown or "address" not in header or "login" not in header:
+        raise InputError(
+            f"{source}:1: header must name the columns address,login and optionally "
+            f"display_name,aliases,enabled (got {','.join(header)})"
+        )
+    records: list[UserRecord] = []
+    seen: dict[str, int] = {}
+    try:
+        for row in reader:
+            where = f"{source}:{reader.line_num}"
+            if not any(cell.strip() for cell in row):
+                continue
+            if len(row) != len(header):
+                raise InputError(f"{where}: expected {len(header)} columns, found {len(row)}")
+            values = dict(zip(header, row, strict=True))
+            address = _key(_clean_field(values["address"], "address", where, required=True), where)
+            login = _clean_field(values["login"], "login", where, required=True)
+            display = (
+                _clean_field(values.get("display_name", ""), "display_name", where, required=False)
+                or None
+            )
+            alias_text = _clean_field(values.get("aliases", ""), "aliases", where, required=False)
+            aliases = tuple(_key(a, where) for a in alias_text.replace(";", " ").split() if a)
+            flag = values.get("enabled", "1").strip().lower() or "1"
+            if flag not in _TRUE | _FALSE:
+                raise InputError(f"{where}: column 'enabled' must be yes/no (got {flag!r})")
+            for addr in (address, *aliases):
+                if addr in seen:
+                    raise InputError(
+                        f"{where}: address {addr!r} already appears on line {seen[addr]}"
+                    )
+                seen[addr] = reader.line_num
+            records.append(UserRecord(address, login, display, aliases, flag in _TRUE))
+    except csv.Error as exc:
+        raise InputError(f"{source}:{reader.line_num}: {exc}") from None
+    return records
+
+
+class UserStore:
+    """Write side of the embedded directory (the ``mailwarden users`` commands)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._conn = _connect(path, create=True)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def _owner(self, conn: sqlite3.Connection, address: str) -> str | None:
+        row = conn.execute(
+            "SELECT a.address FROM addresses x JOIN accounts a ON a.id = x.account_id "
+            "WHERE x.address = ?",
+            (address,),
+        ).fetchone()
+        return row[0] if row else None
+
+    def _put(self, conn: sqlite3.Connection, record: UserRecord, where: str) -> None:
+        for addr in (record.address, *record.aliases):
+            owner = self._owner(conn, addr)
+            if owner is not None and owner != record.address:
+                raise InputError(f"{where}: address {addr!r} already belongs to {owner!r}")
+        conn.execute("DELETE FROM accounts WHERE address = ?", (record.address,))
+        cursor = conn.execute(
+            "INSERT INTO accounts (address, login, display_name, enabled) VALUES (?, ?, ?, ?)",
+            (record.address, record.login, record.display_name, int(record.enabled)),
+        )
+        account_id = cursor.lastrowid
+        conn.executemany(
+            "INSERT INTO addresses (address, account_id) VALUES (?, ?)",
+            [(addr, account_id) for addr in (record.address, *record.aliases)],
+        )
+
+    def import_records(
+        self, records: Iterable[UserRecord], *, source: str, replace: bool = False
+    ) -> int:
+        """Add or update ``records`` in one transaction; ``replace`` drops all others first."""
+        count = 0
+        with self._transaction() as conn:
+            if replace:
+                conn.execute("DELETE FROM addresses")
+                conn.execute("DELETE FROM accounts")
+            for count, record in enumerate(records, start=1):
+                self._put(conn, record, f"{source} (record {count}, {record.address})")
+        return count
+
+    def add(self, record: UserRecord) -> None:
+        with self._transaction() as conn:
+            if self._owner(conn, record.address) is not None:
+                raise InputError(f"{record.address}: already exists (use 'users import' to update)")
+            self._put(conn, record, record.address)
+
+    def remove(self, address: str) -> str:
+        """Remove the account owning ``address``; returns its primary address."""
+        key = _key(address, "address")
+        with self._transaction() as conn:
+            owner = self._owner(conn, key)
+            if owner is None:
+                raise InputError(f"{address}: no such address in the directory")
+            conn.execute("DELETE FROM accounts WHERE address = ?", (owner,))
+        return owner
+
+    def get(self, address: str) -> UserRecord | None:
+        key = _key(address, "address")
+        owner = self._owner(self._conn, key)
+        return None if owner is None else self._record(owner)
+
+    def _record(self, primary: str) -> UserRecord:
+        row = self._conn.execute(
+            "SELECT id, address, login, display_name, enabled FROM accounts WHERE address = ?",
+            (primary,),
+        ).fetchone()
+        aliases = tuple(
+            r[0]
+            for r in self._conn.execute(
+                "SELECT address FROM addresses WHERE account_id = ? AND address != ? "
+                "ORDER BY address",
+                (row[0], primary),
+            )
+        )
+        return UserRecord(row[1], row[2], row[3], aliases, bool(row[4]))
+
+    def all(self) -> list[UserRecord]:
+        rows = self._conn.execute("SELECT address FROM accounts ORDER BY address").fetchall()
+        return [self._record(r[0]) for r in rows]
+
+    def count(self) -> int:
+        row = self._conn.execute("SELECT count(*) FROM accounts").fetchone()
+        return int(row[0])

@@ -1,0 +1,1 @@
+"""The HTTP side: one ASGI application serving every autoconfiguration endpoint."""

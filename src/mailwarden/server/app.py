@@ -1,0 +1,369 @@
+"""Routes: which endpoint, which domain, which account — then a pure renderer.
+
+One request reads straight through: path → endpoint handler → domain (from the address or the
+Host header) → :meth:`AutoconfigApp.subject_for` (directory lookup, unknown-address policy) →
+renderer → bytes. Nothing a client sends can produce a 5xx or a traceback: unexpected errors are
+logged and answered with a short 500 text, and the hypothesis test in tests/ holds us to it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from urllib.parse import quote, unquote
+
+from mailwarden.address import Address, AddressError, normalise_domain, parse_address
+from mailwarden.directory.base import Account, Directory
+from mailwarden.errors import DirectoryError
+from mailwarden.profiles import autodiscover_json, outlook, thunderbird
+from mailwarden.profiles.subject import GENERIC, Subject
+from mailwarden.server.http import (
+    BodyTooLarge,
+    Message,
+    QueryTooLong,
+    Receive,
+    Scope,
+    Send,
+    header,
+    query_params,
+    read_body,
+    respond,
+)
+from mailwarden.server.metrics import Metrics
+from mailwarden.site.model import DomainView, Site
+
+log = logging.getLogger("mailwarden.server")
+
+XML = thunderbird.CONTENT_TYPE.encode("ascii")
+JSON = autodiscover_json.CONTENT_TYPE.encode("ascii")
+
+AUTOCONFIG_PATHS = frozenset(
+    {"/mail/config-v1.1.xml", "/.well-known/autoconfig/mail/config-v1.1.xml"}
+)
+POX_PATH = "/autodiscover/autodiscover.xml"
+JSON_PATH = "/autodiscover/autodiscover.json"
+JSON_V1_PREFIX = "/autodiscover/autodiscover.json/v1.0/"
+
+Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class _NotFound(Exception):
+    """The request names a domain this site does not serve."""
+
+
+def outlook_2007_warning(site: Site) -> list[str]:
+    """Service sets whose Outlook 2007 users get no encrypted SMTP setting (start-up warning)."""
+    return [
+        f"service set {name!r} has no implicit-TLS SMTP server: Outlook 2007 cannot be told to "
+        "use STARTTLS, so its users get an unencrypted SMTP setting (add a port 465 server)"
+        for name, services in site.services.items()
+        if not any(s.tls == "implicit" for s in services.smtp)
+    ]
+
+
+def _time_of_day() -> str:
+    return datetime.now(UTC).strftime("%H:%M:%S.%f")
+
+
+class AutoconfigApp:
+    """The ASGI application. Construct with a loaded site and an open directory."""
+
+    def __init__(self, site: Site, directory: Directory, metrics: Metrics) -> None:
+        self.site = site
+        self.directory = directory
+        self.metrics = metrics
+        self.max_body = site.server.max_body_bytes
+        self.server_id = int.from_bytes(
+            hashlib.sha256(socket.gethostname().encode()).digest()[:4], "big"
+        )
+        self._routes: dict[str, tuple[str, Handler]] = {
+            **dict.fromkeys(AUTOCONFIG_PATHS, ("autoconfig", self._autoconfig)),
+            POX_PATH: ("autodiscover-xml", self._pox),
+            JSON_PATH: ("autodiscover-json", self._json_query),
+            "/healthz": ("healthz", self._healthz),
+            "/metrics": ("metrics", self._metrics),
+        }
+
+    # -- ASGI entry -----------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        path = scope["path"].lower()
+        route = self._routes.get(path)
+        if route is None and path.startswith(JSON_V1_PREFIX):
+            route = ("autodiscover-json", self._json_path)
+        endpoint, handler = route if route is not None else ("other", self._not_found)
+        status_box = _StatusRecorder(send)
+        try:
+            await handler(scope, receive, status_box)
+        except BodyTooLarge:
+            await respond(status_box, 413, b"request body too large\n")
+        except QueryTooLong:
+            await respond(status_box, 414, b"query string too long\n")
+        except _NotFound as exc:
+            await respond(status_box, 404, f"{exc}\n".encode())
+        except Exception:
+            log.exception("internal error while answering %s", endpoint)
+            if not status_box.started:
+                await respond(status_box, 500, b"internal error\n")
+        self.metrics.count(endpoint, status_box.status)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.directory.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    # -- shared steps ---------------------------------------------------------------------
+
+    def domain_from_host(self, scope: Scope) -> DomainView:
+        raw = header(scope, b"host") or b""
+        host = raw.decode("latin-1").strip()
+        if host.startswith("["):  # IPv6 literal: never a mail domain
+            raise _NotFound("unknown domain")
+        host = host.rpartition(":")[0] if ":" in host else host
+        try:
+            name = normalise_domain(host)
+        except Exception:
+            raise _NotFound("unknown domain") from None
+        view = self.site.domain(name)
+        if view is None and name.startswith("autoconfig."):
+            view = self.site.domain(name.removeprefix("autoconfig."))
+        if view is None:
+            raise _NotFound("unknown domain")
+        return view
+
+    async def lookup(self, address: Address, domain: DomainView) -> Account | None:
+        """The enabled account for ``address`` (trying the canonical domain for aliases)."""
+        started = time.perf_counter()
+        try:
+            account = await self.directory.lookup(address)
+            if account is None and domain.is_alias:
+                account = await self.directory.lookup(Address(address.localpart, domain.name))
+        except DirectoryError as exc:
+            # Fail soft for users, loud for admins: answer as for an unknown address.
+            log.error("directory lookup failed: %s", exc)
+            self.metrics.directory_errors.inc()
+            return None
+        finally:
+            self.metrics.lookup_seconds.observe(time.perf_counter() - started)
+        if account is None or not account.enabled:
+            self.metrics.unknown_addresses.inc()
+            return None
+        return account
+
+    def needs_directory(self, domain: DomainView) -> bool:
+        if domain.config.login == "directory":
+            return True
+        services = domain.services
+        return any(s.login == "directory" for s in (*services.imap, *services.pop3, *services.smtp))
+
+    async def subject_for(self, address: Address, domain: DomainView) -> Subject | None:
+        """The subject to render for ``address``; None when policy says to refuse."""
+        typed = str(address)
+        if not self.needs_directory(domain):
+            return Subject(address=typed, localpart=address.localpart)
+        account = await self.lookup(address, domain)
+        if account is not None:
+            return Subject(typed, address.localpart, account.login, account.display_name)
+        policy = domain.config.unknown_address
+        if policy == "reject":
+            return None
+        if policy == "generic":
+            return GENERIC
+        return Subject(address=typed, localpart=address.localpart)
+
+    def _address_and_domain(self, text: str) -> tuple[Address, DomainView]:
+        address = parse_address(text)
+        domain = self.site.domain(address.domain)
+        if domain is None:
+            raise _NotFound("unknown domain")
+        return address, domain
+
+    # -- endpoints ------------------------------------------------------------------------
+
+    async def _autoconfig(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method = scope["method"]
+        if method not in ("GET", "HEAD"):
+            await respond(
+                send, 405, b"method not allowed\n", extra_headers=[(b"allow", b"GET, HEAD")]
+            )
+            return
+        head = method == "HEAD"
+        raw = query_params(scope).get("emailaddress", "").strip()
+        if not raw:
+            domain = self.domain_from_host(scope)
+            if domain.config.moved_to:
+                location = f"https://autoconfig.{domain.config.moved_to}/mail/config-v1.1.xml"
+                await respond(
+                    send,
+                    302,
+                    b"moved\n",
+                    extra_headers=[(b"location", location.encode())],
+                    head=head,
+                )
+                return
+            await respond(send, 200, thunderbird.render(self.site, domain, GENERIC), XML, head=head)
+            return
+        try:
+            address, domain = self._address_and_domain(raw)
+        except AddressError as exc:
+            await respond(send, 400, f"invalid emailaddress: {exc}\n".encode(), head=head)
+            return
+        if domain.config.moved_to:
+            moved = f"{address.localpart}@{domain.config.moved_to}"
+            location = (
+                f"https://autoconfig.{domain.config.moved_to}/mail/config-v1.1.xml"
+                f"?emailaddress={quote(moved, safe='')}"
+            )
+            await respond(
+                send, 302, b"moved\n", extra_headers=[(b"location", location.encode())], head=head
+            )
+            return
+        subject = await self.subject_for(address, domain)
+        if subject is None:
+            await respond(send, 404, b"unknown address\n", head=head)
+            return
+        await respond(send, 200, thunderbird.render(self.site, domain, subject), XML, head=head)
+
+    async def _pox(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method = scope["method"]
+        if method == "GET":
+            await self._pox_get(scope, send)
+            return
+        if method != "POST":
+            await respond(
+                send, 405, b"method not allowed\n", extra_headers=[(b"allow", b"POST, GET")]
+            )
+            return
+        body = await read_body(scope, receive, self.max_body)
+        try:
+            request = outlook.parse_request(body)
+            address, domain = self._address_and_domain(request.email)
+        except outlook.PoxRequestError as exc:
+            await self._pox_error(send, exc.code)
+            return
+        except AddressError:
+            await self._pox_error(send, outlook.ErrorCode.INVALID_REQUEST)
+            return
+        except _NotFound:
+            await self._pox_error(send, outlook.ErrorCode.ADDRESS_NOT_FOUND)
+            return
+        if not domain.config.autodiscover:
+            await self._pox_error(send, outlook.ErrorCode.SCHEMA_UNAVAILABLE)
+            return
+        if domain.config.moved_to:
+            moved = f"{address.localpart}@{domain.config.moved_to}"
+            await respond(send, 200, outlook.render_redirect_addr(moved), XML)
+            return
+        subject = await self.subject_for(address, domain)
+        if subject is None:
+            await self._pox_error(send, outlook.ErrorCode.ADDRESS_NOT_FOUND)
+            return
+        if subject.generic:  # POX has no placeholders: the typed address is the login
+            subject = Subject(address=str(address), localpart=address.localpart)
+        agent = header(scope, b"user-agent") or b""
+        body = outlook.render_settings(
+            domain, subject, outlook_2007=b"Microsoft Office/12." in agent
+        )
+        await respond(send, 200, body, XML)
+
+    async def _pox_get(self, scope: Scope, send: Send) -> None:
+        """GET: over plain HTTP this is Outlook's redirect probe (§2.2 step 4), answered with a
+        302 to the HTTPS endpoint; over HTTPS there is nothing to answer but an error (§2.8)."""
+        if scope.get("scheme") == "http":
+            try:
+                domain: DomainView | None = self.domain_from_host(scope)
+            except _NotFound:
+                domain = None
+            host = self.site.server.public_host or (
+                f"autodiscover.{domain.name}" if domain else None
+            )
+            if host:
+                location = f"https://{host}{POX_PATH}"
+                await respond(
+                    send, 302, b"see HTTPS\n", extra_headers=[(b"location", location.encode())]
+                )
+                return
+        await self._pox_error(send, outlook.ErrorCode.INVALID_REQUEST)
+
+    async def _pox_error(self, send: Send, code: outlook.ErrorCode) -> None:
+        body = outlook.render_error(code, time_of_day=_time_of_day(), server_id=self.server_id)
+        await respond(send, 200, body, XML)
+
+    async def _json_query(self, scope: Scope, receive: Receive, send: Send) -> None:
+        params = query_params(scope)
+        await self._json(scope, send, params.get("email", ""), params.get("protocol", ""))
+
+    async def _json_path(self, scope: Scope, receive: Receive, send: Send) -> None:
+        email = unquote(scope["path"][len(JSON_V1_PREFIX) :])
+        await self._json(scope, send, email, query_params(scope).get("protocol", ""))
+
+    async def _json(self, scope: Scope, send: Send, email: str, protocol: str) -> None:
+        if scope["method"] not in ("GET", "HEAD"):
+            await respond(
+                send,
+                405,
+                autodiscover_json.render_error("MethodNotAllowed", "Only GET is supported"),
+                JSON,
+                extra_headers=[(b"allow", b"GET, HEAD")],
+            )
+            return
+        head = scope["method"] == "HEAD"
+        if not autodiscover_json.is_supported(protocol):
+            await respond(send, 400, autodiscover_json.invalid_protocol(protocol), JSON, head=head)
+            return
+        try:
+            _address, domain = self._address_and_domain(email.strip())
+        except AddressError as exc:
+            body = autodiscover_json.render_error("InvalidUser", f"Invalid email address: {exc}")
+            await respond(send, 400, body, JSON, head=head)
+            return
+        except _NotFound:
+            body = autodiscover_json.render_error("NotFound", "Unknown domain")
+            await respond(send, 404, body, JSON, head=head)
+            return
+        public_host = self.site.server.public_host or f"autodiscover.{domain.name}"
+        await respond(
+            send, 200, autodiscover_json.render_v1(protocol, public_host), JSON, head=head
+        )
+
+    async def _healthz(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await respond(send, 200, b"ok\n")
+
+    async def _metrics(self, scope: Scope, receive: Receive, send: Send) -> None:
+        from mailwarden.server.metrics import CONTENT_TYPE
+
+        await respond(send, 200, self.metrics.exposition(), CONTENT_TYPE)
+
+    async def _not_found(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await respond(send, 404, b"not found\n")
+
+
+class _StatusRecorder:
+    """Wraps ``send`` to remember the status code for the request metric."""
+
+    __slots__ = ("_send", "started", "status")
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.status = 500
+        self.started = False
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = int(message["status"])
+            self.started = True
+        await self._send(message)

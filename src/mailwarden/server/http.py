@@ -1,0 +1,101 @@
+"""The little HTTP plumbing the app needs, on bare ASGI.
+
+The hot endpoints answer in a few tens of microseconds; a framework's routing and request
+objects would cost more than the work itself, so requests are read and answered here directly.
+Everything from the client is bounded: the body by the site's ``max_body_bytes``, the query
+string by :data:`MAX_QUERY`, each header value by what the ASGI server accepted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from typing import Any
+from urllib.parse import parse_qsl
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+MAX_QUERY = 4096
+TEXT = b"text/plain; charset=utf-8"
+
+_COMMON_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"cache-control", b"no-store"),
+]
+
+
+class BodyTooLarge(Exception):
+    """The client sent more than the configured body limit."""
+
+
+class QueryTooLong(Exception):
+    """The query string exceeds :data:`MAX_QUERY`."""
+
+
+def header(scope: Scope, name: bytes) -> bytes | None:
+    """The first value of header ``name`` (lowercase bytes), or None."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value)
+    return None
+
+
+def query_params(scope: Scope) -> dict[str, str]:
+    """Query parameters with lowercased names; the first occurrence of a name wins."""
+    raw: bytes = scope.get("query_string", b"")
+    if not raw:
+        return {}
+    if len(raw) > MAX_QUERY:
+        raise QueryTooLong
+    params: dict[str, str] = {}
+    for key, value in parse_qsl(
+        raw.decode("latin-1"),
+        keep_blank_values=True,
+        max_num_fields=50,
+        encoding="utf-8",
+        errors="replace",
+    ):
+        params.setdefault(key.lower(), value)
+    return params
+
+
+async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    """The request body, refusing (:class:`BodyTooLarge`) anything over ``limit`` bytes."""
+    declared = header(scope, b"content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+async def respond(
+    send: Send,
+    status: int,
+    body: bytes,
+    content_type: bytes = TEXT,
+    extra_headers: Iterable[tuple[bytes, bytes]] = (),
+    *,
+    head: bool = False,
+) -> None:
+    headers = [
+        (b"content-type", content_type),
+        (b"content-length", str(len(body)).encode("ascii")),
+        *_COMMON_HEADERS,
+        *extra_headers,
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if head else body})

@@ -1,0 +1,124 @@
+"""site.toml → :class:`~mailwarden.site.model.Site`, with errors that point at the line.
+
+``tomllib`` reports syntax errors with a line and column but forgets positions once parsed, so
+for validation errors we find the line again from the key path (:func:`locate`). The message an
+operator sees always has the form ``FILE:LINE: KEY.PATH: what is wrong (got VALUE)``.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from mailwarden.errors import ConfigError
+from mailwarden.site.model import Site
+
+MAX_SITE_FILE = 4 * 1024 * 1024
+
+_HEADER_RE = re.compile(r"^\s*(\[\[?)\s*(.+?)\s*(\]\]?)\s*(?:#.*)?$")
+_SIMPLE_KEY = r"""(?:"(?:[^"\\]|\\.)*"|'[^']*'|[A-Za-z0-9_-]+)"""
+_KEY_RE = re.compile(rf"^\s*({_SIMPLE_KEY}(?:\s*\.\s*{_SIMPLE_KEY})*)\s*=")
+_PART_RE = re.compile(r""""((?:[^"\\]|\\.)*)"|'([^']*)'|([A-Za-z0-9_-]+)""")
+
+
+def _split_key(dotted: str) -> list[str]:
+    return [a or b or c for a, b, c in _PART_RE.findall(dotted)]
+
+
+def locate(text: str, path: Sequence[str | int]) -> int | None:
+    """Best-effort line number (1-based) of the key ``path`` in TOML ``text``.
+
+    Walks table headers and ``key =`` lines, counting ``[[array]]`` occurrences so that
+    ``("services", "default", "imap", 1, "port")`` finds the port of the second imap table.
+    Returns the line of the longest matching prefix of ``path``.
+    """
+    want = [str(p) for p in path]
+    best_line: int | None = None
+    best_len = -1
+    table: list[str] = []
+    array_counts: dict[tuple[str, ...], int] = {}
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        header = _HEADER_RE.match(line)
+        if header and not line.lstrip().startswith("#"):
+            parts = _split_key(header.group(2))
+            if header.group(1) == "[[":
+                key = tuple(parts)
+                index = array_counts.get(key, -1) + 1
+                array_counts[key] = index
+                table = [*parts, str(index)]
+            else:
+                table = parts
+            candidate = table
+        else:
+            key_match = _KEY_RE.match(line)
+            if not key_match:
+                continue
+            candidate = [*table, *_split_key(key_match.group(1))]
+        matched = 0
+        for have, need in zip(candidate, want, strict=False):
+            if have != need:
+                break
+            matched += 1
+        if matched == len(candidate) and matched > best_len:
+            best_len, best_line = matched, lineno
+    return best_line
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _format_errors(source: str, text: str, exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors(include_url=False):
+        loc = [p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
+        # pydantic puts the union tag ("embedded") into the path of tagged unions: drop it.
+        path = [p for p in loc if p not in {"embedded"}]
+        key = ".".join(f'"{p}"' if isinstance(p, str) and "." in p else str(p) for p in path)
+        line = locate(text, path) if path else None
+        where = f"{source}:{line}" if line else source
+        message = error["msg"].removeprefix("Value error, ")
+        got = ""
+        if error["type"] not in {"missing", "model_type"} and "input" in error and path:
+            got = f" (got {_describe(error['input'])})"
+        lines.append(f"{where}: {key or '(top level)'}: {message}{got}")
+    return "\n".join(lines)
+
+
+def parse_site(text: str, *, source: str = "site.toml", base_dir: Path | None = None) -> Site:
+    """Parse and validate site.toml ``text``; relative paths resolve against ``base_dir``."""
+    if len(text) > MAX_SITE_FILE:
+        raise ConfigError(f"{source}: file is larger than 4 MiB; is this really a site file?")
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    try:
+        site = Site.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(source, text, exc)) from None
+    if base_dir is not None and not site.directory.path.is_absolute():
+        directory = site.directory.model_copy(update={"path": base_dir / site.directory.path})
+        site = site.model_copy(update={"directory": directory})
+        site.model_post_init(None)
+    return site
+
+
+def load_site(path: str | Path) -> Site:
+    """Read and validate the site file at ``path``."""
+    file = Path(path)
+    try:
+        raw = file.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read site file: {exc.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{file}: not UTF-8 (byte {exc.start})") from None
+    return parse_site(text, source=str(file), base_dir=file.resolve().parent)

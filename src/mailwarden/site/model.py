@@ -1,0 +1,231 @@
+"""Typed, validated configuration objects.
+
+The model is immutable once loaded: the server, the renderers and the CLI all read the same
+objects and none of them can change the site behind another's back. Field names are the
+site.toml keys (see docs/site-reference.md); validation messages name what is expected.
+
+Directory backends are a tagged union on ``backend``: a new backend is a new model class here
+and a new module under ``mailwarden.directory``, nothing else.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    model_validator,
+)
+
+from mailwarden.address import AddressError, normalise_domain
+
+TlsMode = Literal["implicit", "starttls", "none"]
+LoginRule = Literal["address", "localpart", "directory"]
+UnknownAddressPolicy = Literal["as-address", "generic", "reject"]
+AuthMethod = Literal[
+    "password-cleartext",
+    "password-encrypted",
+    "OAuth2",
+    "NTLM",
+    "GSSAPI",
+    "TLS-client-cert",
+    "client-IP-address",
+    "none",
+]
+ServiceKind = Literal["imap", "pop3", "smtp"]
+
+DEFAULT_PORTS: dict[tuple[str, str], int] = {
+    ("imap", "implicit"): 993,
+    ("imap", "starttls"): 143,
+    ("imap", "none"): 143,
+    ("pop3", "implicit"): 995,
+    ("pop3", "starttls"): 110,
+    ("pop3", "none"): 110,
+    ("smtp", "implicit"): 465,
+    ("smtp", "starttls"): 587,
+    ("smtp", "none"): 587,
+}
+
+
+def _hostname(value: str) -> str:
+    try:
+        return normalise_domain(value)
+    except AddressError as exc:
+        raise ValueError(f"{value!r} is not a valid host name ({exc})") from None
+
+
+Hostname = Annotated[str, AfterValidator(_hostname)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+
+
+class Organisation(_Model):
+    name: str = Field(min_length=1, max_length=200)
+    short_name: str = Field(min_length=1, max_length=60)
+    support_url: str | None = Field(default=None, pattern=r"^https?://\S+$")
+    logo_url: str | None = Field(default=None, pattern=r"^(https?://|/)\S+$")
+
+
+class Server(_Model):
+    """One endpoint a client connects to (``[[services.NAME.imap]]`` and friends)."""
+
+    host: Hostname
+    port: int = Field(default=0, ge=0, le=65535)
+    tls: TlsMode = "implicit"
+    auth: tuple[AuthMethod, ...] = Field(default=("password-cleartext",), min_length=1)
+    login: LoginRule | None = None
+    """Overrides the domain's login rule for this endpoint (some sites log in to SMTP with the
+    full address but to IMAP with the user ID)."""
+
+    def port_for(self, kind: str) -> int:
+        return self.port or DEFAULT_PORTS[(kind, self.tls)]
+
+
+_IMPLICIT_PORTS = {993, 995, 465}
+_STARTTLS_PORTS = {143, 110, 587, 25}
+
+
+def _check_tls_port(kind: str, servers: tuple[Server, ...]) -> None:
+    """Refuse the TLS/port pairs that make every client fail (protocols.md §7 item 11)."""
+    for index, server in enumerate(servers):
+        port = server.port_for(kind)
+        if server.tls == "starttls" and port in _IMPLICIT_PORTS:
+            raise ValueError(
+                f"{kind}[{index}]: tls = 'starttls' on port {port}, which is an implicit-TLS "
+                "port; use tls = 'implicit' (or a STARTTLS port such as 143/110/587)"
+            )
+        if server.tls == "implicit" and port in _STARTTLS_PORTS:
+            raise ValueError(
+                f"{kind}[{index}]: tls = 'implicit' on port {port}, which is a STARTTLS port; "
+                "use tls = 'starttls' (or an implicit-TLS port such as 993/995/465)"
+            )
+
+
+class ServiceSet(_Model):
+    """The servers of one mail platform, in order of preference within each protocol."""
+
+    imap: tuple[Server, ...] = ()
+    pop3: tuple[Server, ...] = ()
+    smtp: tuple[Server, ...] = Field(min_length=1)
+    pop3_keep_days: int = Field(default=14, ge=0, le=3650)
+    """POP3 clients leave messages on the server for this many days (0: delete at once)."""
+
+    @model_validator(mode="after")
+    def _needs_incoming(self) -> ServiceSet:
+        if not self.imap and not self.pop3:
+            raise ValueError("a service set needs at least one imap or pop3 server")
+        for kind in ("imap", "pop3", "smtp"):
+            _check_tls_port(kind, self.servers(kind))
+        return self
+
+    def servers(self, kind: ServiceKind) -> tuple[Server, ...]:
+        result: tuple[Server, ...] = getattr(self, kind)
+        return result
+
+
+class Domain(_Model):
+    """A mail domain the site serves (``[domains."example.org"]``)."""
+
+    services: str = "default"
+    display_name: str | None = Field(default=None, max_length=60)
+    display_short_name: str | None = Field(default=None, max_length=20)
+    aliases: tuple[Hostname, ...] = ()
+    login: LoginRule = "address"
+    autodiscover: bool = True
+    moved_to: Hostname | None = None
+    unknown_address: UnknownAddressPolicy = "as-address"
+    documentation_url: str | None = Field(default=None, pattern=r"^https?://\S+$")
+
+
+class EmbeddedDirectory(_Model):
+    backend: Literal["embedded"] = "embedded"
+    path: Path = Path("users.sqlite")
+
+
+DirectoryConfig = Annotated[EmbeddedDirectory, Field(discriminator="backend")]
+
+
+class ServerSettings(_Model):
+    """HTTP front settings (``[server]``)."""
+
+    public_host: Hostname | None = None
+    """Host name under which the POX endpoint is reachable over HTTPS; the v2 JSON endpoint
+    points clients there. Default: ``autodiscover.<domain>``."""
+    max_body_bytes: int = Field(default=16384, ge=512, le=1_048_576)
+    trusted_proxies: tuple[str, ...] = ()
+
+
+class DomainView:
+    """A served name (canonical domain or alias) resolved to its configuration."""
+
+    __slots__ = ("config", "name", "served", "services")
+
+    def __init__(self, served: str, name: str, config: Domain, services: ServiceSet) -> None:
+        self.served = served
+        """The name that was asked for (the canonical domain or one of its aliases)."""
+        self.name = name
+        """The canonical domain (the key in ``[domains]``)."""
+        self.config = config
+        self.services = services
+
+    @property
+    def is_alias(self) -> bool:
+        return self.served != self.name
+
+
+class Site(_Model):
+    organisation: Organisation
+    primary_domain: Hostname
+    services: dict[str, ServiceSet] = Field(min_length=1)
+    domains: dict[Hostname, Domain] = Field(min_length=1)
+    directory: DirectoryConfig = Field(default_factory=EmbeddedDirectory)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+
+    _index: dict[str, DomainView] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _cross_check(self) -> Site:
+        if self.primary_domain not in self.domains:
+            raise ValueError(
+                f"primary_domain {self.primary_domain!r} is not one of the [domains] "
+                f"({', '.join(sorted(self.domains))})"
+            )
+        seen: dict[str, str] = {}
+        for name, domain in self.domains.items():
+            if domain.services not in self.services:
+                raise ValueError(
+                    f"domain {name!r}: services = {domain.services!r} is not a defined service "
+                    f"set (defined: {', '.join(sorted(self.services))})"
+                )
+            for served in (name, *domain.aliases):
+                if served in seen:
+                    raise ValueError(
+                        f"domain {served!r} is served twice (by {seen[served]!r} and {name!r})"
+                    )
+                seen[served] = name
+            if domain.moved_to is not None and domain.moved_to == name:
+                raise ValueError(f"domain {name!r}: moved_to points to the domain itself")
+        return self
+
+    def model_post_init(self, context: object, /) -> None:
+        index: dict[str, DomainView] = {}
+        for name, domain in self.domains.items():
+            services = self.services[domain.services]
+            index[name] = DomainView(name, name, domain, services)
+            for alias in domain.aliases:
+                index[alias] = DomainView(alias, name, domain, services)
+        self._index = index
+
+    def domain(self, ascii_name: str) -> DomainView | None:
+        """The configuration serving ``ascii_name`` (a lowercase A-label), or None."""
+        return self._index.get(ascii_name)
+
+    def served_names(self) -> list[str]:
+        return sorted(self._index)

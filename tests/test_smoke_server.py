@@ -1,0 +1,22 @@
+"""The example site through the real server: each endpoint answers as a client expects."""
+
+from __future__ import annotations
+
+import httpx
+
+
+def test_autoconfig_alias_gets_directory_login(example_server: str) -> None:
+    r = httpx.get(
+        f"{example_server}/mail/config-v1.1.xml", params={"emailaddress": "Demo.User@Example.EDU"}
+    )
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/xml")
+    assert "<username>u0001</username>" in r.text
+    assert "<password>" not in r.text
+
+
+def test_healthz_and_metrics(example_server: str) -> None:
+    assert httpx.get(f"{example_server}/healthz").text == "ok\n"
+    httpx.get(f"{example_server}/mail/config-v1.1.xml", params={"emailaddress": "x@example.edu"})
+    metrics = httpx.get(f"{example_server}/metrics").text
+    assert 'mailwarden_http_requests_total{endpoint="autoconfig",status="200"}' in metrics
