@@ -12,6 +12,8 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
+from rich.markup import escape
+
 from mailwarden import __version__
 from mailwarden.cli import config_cmd, serve_cmd, users_cmd
 from mailwarden.cli.common import err_console
@@ -53,10 +55,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         status: int = args.func(args)
     except MailwardenError as exc:
+        # The message is escaped (it may contain "[domains]") and never wrapped: each problem
+        # stays on one line so that scripts and editors can jump to FILE:LINE.
         err_console.print(
-            f"[bold red]mailwarden: error[/] [{exc.code}]: {exc.message}",
+            f"[bold red]mailwarden: error[/] {escape(f'[{exc.code}]')}: {escape(exc.message)}",
             markup=True,
             highlight=False,
+            soft_wrap=True,
         )
         return exc.exit_status
     except KeyboardInterrupt:
