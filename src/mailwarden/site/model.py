@@ -10,6 +10,7 @@ and a new module under ``mailwarden.directory``, nothing else.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -39,6 +40,7 @@ AuthMethod = Literal[
 ]
 ServiceKind = Literal["imap", "pop3", "smtp"]
 
+
 DEFAULT_PORTS: dict[tuple[str, str], int] = {
     ("imap", "implicit"): 993,
     ("imap", "starttls"): 143,
@@ -60,6 +62,22 @@ def _hostname(value: str) -> str:
 
 
 Hostname = Annotated[str, AfterValidator(_hostname)]
+
+LOGIN_PLACEHOLDERS = ("%EMAILADDRESS%", "%EMAILLOCALPART%", "%EMAILDOMAIN%")
+_TEMPLATE_RE = re.compile(r"(?:[^%\s]|%EMAIL(?:ADDRESS|LOCALPART|DOMAIN)%){1,128}")
+
+
+def _login_template(value: str) -> str:
+    """At least one placeholder, only known ones, no white space: anything else is a typo."""
+    if not _TEMPLATE_RE.fullmatch(value) or not any(p in value for p in LOGIN_PLACEHOLDERS):
+        raise ValueError(
+            f"{value!r} is not a login template: use %EMAILADDRESS%, %EMAILLOCALPART% and "
+            "%EMAILDOMAIN% with other characters, no spaces (e.g. '%EMAILLOCALPART%.%EMAILDOMAIN%')"
+        )
+    return value
+
+
+LoginTemplate = Annotated[str, AfterValidator(_login_template)]
 
 
 class _Model(BaseModel):
@@ -83,6 +101,12 @@ class Server(_Model):
     login: LoginRule | None = None
     """Overrides the domain's login rule for this endpoint (some sites log in to SMTP with the
     full address but to IMAP with the user ID)."""
+    login_template: LoginTemplate | None = None
+    """A user name built from the address, for hosters whose login is neither the address nor
+    the local part (e.g. ``%EMAILLOCALPART%.%EMAILDOMAIN%``); overrides ``login``."""
+    allow_unusual_port: bool = False
+    """Accept implicit TLS on a port normally used for STARTTLS (some providers really run
+    implicit TLS on 587). STARTTLS on 993/995/465 stays refused: Outlook fails on it."""
 
     def port_for(self, kind: str) -> int:
         return self.port or DEFAULT_PORTS[(kind, self.tls)]
@@ -101,10 +125,11 @@ def _check_tls_port(kind: str, servers: tuple[Server, ...]) -> None:
                 f"{kind}[{index}]: tls = 'starttls' on port {port}, which is an implicit-TLS "
                 "port; use tls = 'implicit' (or a STARTTLS port such as 143/110/587)"
             )
-        if server.tls == "implicit" and port in _STARTTLS_PORTS:
+        if server.tls == "implicit" and port in _STARTTLS_PORTS and not server.allow_unusual_port:
             raise ValueError(
                 f"{kind}[{index}]: tls = 'implicit' on port {port}, which is a STARTTLS port; "
-                "use tls = 'starttls' (or an implicit-TLS port such as 993/995/465)"
+                "use tls = 'starttls' (or an implicit-TLS port such as 993/995/465), or set "
+                "allow_unusual_port = true if the server really works that way"
             )
 
 
@@ -116,6 +141,8 @@ class ServiceSet(_Model):
     smtp: tuple[Server, ...] = Field(min_length=1)
     pop3_keep_days: int = Field(default=14, ge=0, le=3650)
     """POP3 clients leave messages on the server for this many days (0: delete at once)."""
+    incoming_first: Literal["imap", "pop3"] = "imap"
+    """The incoming protocol clients offer first (some providers prefer POP3)."""
 
     @model_validator(mode="after")
     def _needs_incoming(self) -> ServiceSet:
