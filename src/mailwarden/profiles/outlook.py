@@ -18,7 +18,7 @@ from defusedxml import DefusedXmlException
 
 from mailwarden.profiles.subject import Subject, username
 from mailwarden.profiles.xmltext import text
-from mailwarden.site.model import DomainView, Server
+from mailwarden.site.model import DomainView, Server, ServiceKind
 
 CONTENT_TYPE = "text/xml; charset=utf-8"
 
@@ -161,7 +161,10 @@ def render_settings(domain: DomainView, subject: Subject, *, outlook_2007: bool 
     """The settings response for ``subject`` (must be a per-user subject)."""
     display = subject.display_name or subject.address or ""
     protocols = []
-    for kind in ("imap", "pop3", "smtp"):
+    kinds: tuple[ServiceKind, ...] = ("imap", "pop3", "smtp")
+    if domain.services.incoming_first == "pop3":
+        kinds = ("pop3", "imap", "smtp")
+    for kind in kinds:
         server = choose(domain.services.servers(kind), implicit_only_client=outlook_2007)
         if server is not None:
             protocols.append(_protocol(kind, server, domain, subject, outlook_2007=outlook_2007))

@@ -8,6 +8,7 @@ from mailwarden.site.model import DomainView, Server
 
 PLACEHOLDER_ADDRESS = "%EMAILADDRESS%"
 PLACEHOLDER_LOCALPART = "%EMAILLOCALPART%"
+PLACEHOLDER_DOMAIN = "%EMAILDOMAIN%"
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +36,8 @@ def username(server: Server, domain: DomainView, subject: Subject) -> str:
     An address the directory does not know logs in with the address itself, exactly like a
     known address under the ``address`` rule, so the answer does not tell who exists.
     """
+    if server.login_template is not None:
+        return fill_template(server.login_template, subject.address)
     rule = server.login or domain.config.login
     if subject.address is None:
         return PLACEHOLDER_LOCALPART if rule == "localpart" else PLACEHOLDER_ADDRESS
@@ -43,3 +46,16 @@ def username(server: Server, domain: DomainView, subject: Subject) -> str:
     if rule == "directory" and subject.login is not None:
         return subject.login
     return subject.address
+
+
+def fill_template(template: str, address: str | None) -> str:
+    """``template`` with the placeholders filled in from ``address`` (kept for the generic
+    document, where the client fills them in itself)."""
+    if address is None:
+        return template
+    localpart, _, domain = address.rpartition("@")
+    return (
+        template.replace(PLACEHOLDER_ADDRESS, address)
+        .replace(PLACEHOLDER_LOCALPART, localpart)
+        .replace(PLACEHOLDER_DOMAIN, domain)
+    )

@@ -43,7 +43,7 @@ def render(site: Site, domain: DomainView, subject: Subject) -> bytes:
         f"{text(config.display_short_name or site.organisation.short_name)}"
         "</displayShortName>",
     ]
-    parts += [_server("incomingServer", "imap", s, domain, subject) for s in services.imap]
+    imap = [_server("incomingServer", "imap", s, domain, subject) for s in services.imap]
     keep = services.pop3_keep_days
     pop3_block = (
         "<pop3>"
@@ -52,9 +52,10 @@ def render(site: Site, domain: DomainView, subject: Subject) -> bytes:
         + (f"<daysToLeaveMessagesOnServer>{keep}</daysToLeaveMessagesOnServer>" if keep else "")
         + "</pop3>"
     )
-    parts += [
+    pop3 = [
         _server("incomingServer", "pop3", s, domain, subject, pop3_block) for s in services.pop3
     ]
+    parts += [*pop3, *imap] if services.incoming_first == "pop3" else [*imap, *pop3]
     parts += [_server("outgoingServer", "smtp", s, domain, subject) for s in services.smtp]
     doc_url = config.documentation_url or site.organisation.support_url
     if doc_url:
