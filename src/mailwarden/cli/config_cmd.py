@@ -9,6 +9,7 @@ from rich.table import Table
 
 from mailwarden.address import unicode_domain
 from mailwarden.cli.common import add_format_option, console, formatter, print_json
+from mailwarden.errors import ConfigError
 from mailwarden.server.app import outlook_2007_warning
 from mailwarden.site import Site, load_site
 
@@ -19,6 +20,11 @@ Every problem is reported as FILE:LINE: KEY.PATH: what is wrong (got VALUE), and
 status is 2, so this is safe to run before reloading the server:
 
   mailwarden check-config /etc/mailwarden/site.toml && systemctl reload mailwarden
+
+For scripts and monitoring, --format json prints {"valid": true, ...summary} or
+{"valid": false, "errors": ["FILE:LINE: KEY: message", ...]} (exit status 0 or 2):
+
+  mailwarden check-config --format json site.toml | jq -r '.errors[]?'
 """
 
 
@@ -65,11 +71,24 @@ def summary(site: Site) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.format == "json":
+        # Scripts get JSON on both paths: {"valid": false, "errors": [...]} and exit status 2.
+        try:
+            site = load_site(args.file)
+        except ConfigError as exc:
+            print_json(
+                {
+                    "valid": False,
+                    "file": args.file,
+                    "code": exc.code,
+                    "errors": exc.message.splitlines(),
+                }
+            )
+            return exc.exit_status
+        print_json({"valid": True, "file": args.file, **summary(site)})
+        return 0
     site = load_site(args.file)
     data = summary(site)
-    if args.format == "json":
-        print_json(data)
-        return 0
     console.print(f"[green]✓[/] {args.file} is valid: {site.organisation.name}")
     domains = Table(title="Domains", title_justify="left")
     for column in ("domain", "aliases", "services", "login", "unknown address", "notes"):

@@ -74,19 +74,53 @@ def _describe(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def _key_path(path: Sequence[str | int]) -> str:
+    return ".".join(f'"{p}"' if isinstance(p, str) and "." in p else str(p) for p in path)
+
+
+_TOML_POSITION_RE = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*$")
+
+
+def _syntax_error(source: str, exc: tomllib.TOMLDecodeError) -> str:
+    """``FILE:LINE: not valid TOML: what (column N)`` from tomllib's message."""
+    message = str(exc)
+    position = _TOML_POSITION_RE.search(message)
+    if position is None:
+        return f"{source}: not valid TOML: {message}"
+    what = message[: position.start()]
+    return f"{source}:{position.group(1)}: not valid TOML: {what} (column {position.group(2)})"
+
+
 def _format_errors(source: str, text: str, exc: ValidationError) -> str:
-    lines = []
-    for error in exc.errors(include_url=False):
+    errors = exc.errors(include_url=False)
+    paths: list[tuple[str | int, ...]] = []
+    for error in errors:
         loc = [p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
         # pydantic puts the union tag ("embedded") into the path of tagged unions: drop it.
-        path = [p for p in loc if p not in {"embedded"}]
-        key = ".".join(f'"{p}"' if isinstance(p, str) and "." in p else str(p) for p in path)
+        paths.append(tuple(p for p in loc if p not in {"embedded"}))
+    lines = []
+    for error, path in zip(errors, paths, strict=True):
+        # A list whose only item failed also reports "too short": the item's error says it all.
+        if error["type"] == "too_short" and any(
+            len(other) > len(path) and other[: len(path)] == path for other in paths
+        ):
+            continue
+        message = error["msg"].removeprefix("Value error, ")
+        shown_input: Any = error.get("input")
+        has_input = error["type"] not in {"missing", "model_type"} and "input" in error
+        # Cross-field rules (model validators) say which key they mean (KeyedValueError).
+        cause = (error.get("ctx") or {}).get("error")
+        extra_path = getattr(cause, "path", None)
+        if extra_path:
+            path = (*path, *extra_path)
+            shown_input = getattr(cause, "value", None)
+            has_input = shown_input is not None
+        key = _key_path(path)
         line = locate(text, path) if path else None
         where = f"{source}:{line}" if line else source
-        message = error["msg"].removeprefix("Value error, ")
         got = ""
-        if error["type"] not in {"missing", "model_type"} and "input" in error and path:
-            got = f" (got {_describe(error['input'])})"
+        if has_input and path and not isinstance(shown_input, dict | list):
+            got = f" (got {_describe(shown_input)})"
         lines.append(f"{where}: {key or '(top level)'}: {message}{got}")
     return "\n".join(lines)
 
@@ -98,7 +132,7 @@ def parse_site(text: str, *, source: str = "site.toml", base_dir: Path | None = 
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+        raise ConfigError(_syntax_error(source, exc)) from None
     try:
         site = Site.model_validate(data)
     except ValidationError as exc:
