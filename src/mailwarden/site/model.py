@@ -80,6 +80,16 @@ def _login_template(value: str) -> str:
 LoginTemplate = Annotated[str, AfterValidator(_login_template)]
 
 
+class KeyedValueError(ValueError):
+    """A cross-field rule failed at a known key: ``path`` (relative to the model that raised)
+    and the offending ``value`` let the loader name the line, as for single-field errors."""
+
+    def __init__(self, message: str, path: tuple[str | int, ...], value: object = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.value = value
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
 
@@ -121,15 +131,19 @@ def _check_tls_port(kind: str, servers: tuple[Server, ...]) -> None:
     for index, server in enumerate(servers):
         port = server.port_for(kind)
         if server.tls == "starttls" and port in _IMPLICIT_PORTS:
-            raise ValueError(
-                f"{kind}[{index}]: tls = 'starttls' on port {port}, which is an implicit-TLS "
-                "port; use tls = 'implicit' (or a STARTTLS port such as 143/110/587)"
+            raise KeyedValueError(
+                f"tls = 'starttls' on port {port}, which is an implicit-TLS "
+                "port; use tls = 'implicit' (or a STARTTLS port such as 143/110/587)",
+                (kind, index, "tls"),
+                server.tls,
             )
         if server.tls == "implicit" and port in _STARTTLS_PORTS and not server.allow_unusual_port:
-            raise ValueError(
-                f"{kind}[{index}]: tls = 'implicit' on port {port}, which is a STARTTLS port; "
+            raise KeyedValueError(
+                f"tls = 'implicit' on port {port}, which is a STARTTLS port; "
                 "use tls = 'starttls' (or an implicit-TLS port such as 993/995/465), or set "
-                "allow_unusual_port = true if the server really works that way"
+                "allow_unusual_port = true if the server really works that way",
+                (kind, index, "tls"),
+                server.tls,
             )
 
 
@@ -189,6 +203,34 @@ class ServerSettings(_Model):
     trusted_proxies: tuple[str, ...] = ()
 
 
+class ProfileSettings(_Model):
+    """Apple configuration profiles (``[profiles]``).
+
+    Without a signing certificate profiles are served unsigned, which devices install after a
+    "Not Verified" warning; with one they are CMS SignedData. Relative paths resolve against the
+    site file's folder.
+    """
+
+    identifier: str | None = Field(
+        default=None, max_length=120, pattern=r"^[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$"
+    )
+    """Reverse-DNS prefix of every PayloadIdentifier (default: primary domain reversed +
+    ``.mail``). Changing it makes devices install a second profile instead of replacing one."""
+    signing_certificate: Path | None = None
+    signing_key: Path | None = None
+    """PEM private key of the signing certificate, unencrypted: readable by the server only."""
+    signing_chain: Path | None = None
+    """PEM intermediates, so that devices can build the path to a trusted root."""
+
+    @model_validator(mode="after")
+    def _complete(self) -> ProfileSettings:
+        if (self.signing_certificate is None) != (self.signing_key is None):
+            raise ValueError("signing_certificate and signing_key must be given together")
+        if self.signing_chain is not None and self.signing_certificate is None:
+            raise ValueError("signing_chain needs signing_certificate and signing_key")
+        return self
+
+
 class DomainView:
     """A served name (canonical domain or alias) resolved to its configuration."""
 
@@ -214,31 +256,38 @@ class Site(_Model):
     domains: dict[Hostname, Domain] = Field(min_length=1)
     directory: DirectoryConfig = Field(default_factory=EmbeddedDirectory)
     server: ServerSettings = Field(default_factory=ServerSettings)
+    profiles: ProfileSettings = Field(default_factory=ProfileSettings)
 
     _index: dict[str, DomainView] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
     def _cross_check(self) -> Site:
         if self.primary_domain not in self.domains:
-            raise ValueError(
+            raise KeyedValueError(
                 f"primary_domain {self.primary_domain!r} is not one of the [domains] "
-                f"({', '.join(sorted(self.domains))})"
+                f"({', '.join(sorted(self.domains))})",
+                ("primary_domain",),
             )
         seen: dict[str, str] = {}
         for name, domain in self.domains.items():
             if domain.services not in self.services:
-                raise ValueError(
-                    f"domain {name!r}: services = {domain.services!r} is not a defined service "
-                    f"set (defined: {', '.join(sorted(self.services))})"
+                raise KeyedValueError(
+                    f"{domain.services!r} is not a defined service "
+                    f"set (defined: {', '.join(sorted(self.services))})",
+                    ("domains", name, "services"),
                 )
             for served in (name, *domain.aliases):
                 if served in seen:
-                    raise ValueError(
-                        f"domain {served!r} is served twice (by {seen[served]!r} and {name!r})"
+                    where = ("domains", name) if served == name else ("domains", name, "aliases")
+                    raise KeyedValueError(
+                        f"domain {served!r} is served twice (by {seen[served]!r} and {name!r})",
+                        where,
                     )
                 seen[served] = name
             if domain.moved_to is not None and domain.moved_to == name:
-                raise ValueError(f"domain {name!r}: moved_to points to the domain itself")
+                raise KeyedValueError(
+                    "moved_to points to the domain itself", ("domains", name, "moved_to")
+                )
         return self
 
     def model_post_init(self, context: object, /) -> None:
