@@ -141,6 +141,23 @@ def parse_site(text: str, *, source: str = "site.toml", base_dir: Path | None = 
         directory = site.directory.model_copy(update={"path": base_dir / site.directory.path})
         site = site.model_copy(update={"directory": directory})
         site.model_post_init(None)
+    if base_dir is not None:
+        site = _resolve_profile_paths(site, base_dir)
+    return site
+
+
+def _resolve_profile_paths(site: Site, base_dir: Path) -> Site:
+    """Signing files named relative to the site file live beside it, like the directory."""
+    profiles = site.profiles
+    update = {
+        key: base_dir / value
+        for key in ("signing_certificate", "signing_key", "signing_chain")
+        if (value := getattr(profiles, key)) is not None and not value.is_absolute()
+    }
+    if not update:
+        return site
+    site = site.model_copy(update={"profiles": profiles.model_copy(update=update)})
+    site.model_post_init(None)
     return site
 
 
