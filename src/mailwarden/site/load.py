@@ -133,6 +133,10 @@ def parse_site(text: str, *, source: str = "site.toml", base_dir: Path | None = 
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(_syntax_error(source, exc)) from None
+    directory = data.get("directory")
+    if isinstance(directory, dict):
+        # ``backend`` selects the model class, so pydantic needs it even though it defaults.
+        directory.setdefault("backend", "embedded")
     try:
         site = Site.model_validate(data)
     except ValidationError as exc:

@@ -293,7 +293,10 @@ class Site(_Model):
     def model_post_init(self, context: object, /) -> None:
         index: dict[str, DomainView] = {}
         for name, domain in self.domains.items():
-            services = self.services[domain.services]
+            # Runs before the model validators: an undefined set is reported by _cross_check.
+            services = self.services.get(domain.services)
+            if services is None:
+                continue
             index[name] = DomainView(name, name, domain, services)
             for alias in domain.aliases:
                 index[alias] = DomainView(alias, name, domain, services)

@@ -1,0 +1,250 @@
+"""Site file errors point at the file, the line, the key path, the bad value and what is expected.
+
+An operator who mistypes site.toml must be able to fix it from the message alone, so each test
+checks the whole location, not just that loading failed. ``check-config`` is driven as a real
+subprocess: exit status 0/2, JSON for scripts, and never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mailwarden.errors import ConfigError
+from mailwarden.site import load_site, parse_site
+from tests.fixtures.paths import EXAMPLES
+
+BASE = """\
+primary_domain = "example.org"
+
+[organisation]
+name = "Example"
+short_name = "Ex"
+
+[[services.default.imap]]
+host = "imap.example.org"
+port = 993
+tls = "implicit"
+
+[[services.default.smtp]]
+host = "smtp.example.org"
+port = 465
+tls = "implicit"
+
+[domains."example.org"]
+login = "address"
+"""
+# Line numbers in BASE that the tests below refer to.
+IMAP_PORT_LINE = 9
+SMTP_HOST_LINE = 13
+DOMAIN_LINE = 17
+
+
+def load_error(text: str, source: str = "site.toml") -> str:
+    with pytest.raises(ConfigError) as info:
+        parse_site(text, source=source)
+    return info.value.message
+
+
+def test_base_is_valid() -> None:
+    site = parse_site(BASE)
+    assert site.primary_domain == "example.org"
+    assert site.domain("example.org") is not None
+
+
+def test_syntax_error_names_file_and_line() -> None:
+    text = BASE.replace('short_name = "Ex"', 'short_name = = "Ex"')
+    message = load_error(text, source="/etc/mailwarden/site.toml")
+    assert message.startswith("/etc/mailwarden/site.toml:5: not valid TOML")
+    assert "column" in message
+
+
+def test_unknown_key_names_line_key_and_value() -> None:
+    message = load_error(BASE + 'colour = "red"\n')
+    assert message == (
+        f'site.toml:{DOMAIN_LINE + 2}: domains."example.org".colour: '
+        "Extra inputs are not permitted (got 'red')"
+    )
+
+
+def test_unknown_top_level_section() -> None:
+    message = load_error(BASE + "[sever]\nmax_body_bytes = 1\n")
+    assert message.startswith(f"site.toml:{DOMAIN_LINE + 2}: sever: Extra inputs")
+
+
+def test_wrong_type_says_what_is_expected() -> None:
+    message = load_error(BASE.replace("port = 993", 'port = "nine-nine-three"'))
+    assert message.startswith(f"site.toml:{IMAP_PORT_LINE}: services.default.imap.0.port: ")
+    assert "valid integer" in message
+    assert "'nine-nine-three'" in message
+
+
+def test_bad_host_names_host_and_value() -> None:
+    message = load_error(BASE.replace('"smtp.example.org"', '"smtp..example.org"'))
+    first = message.splitlines()[0]
+    assert first.startswith(f"site.toml:{SMTP_HOST_LINE}: services.default.smtp.0.host: ")
+    assert "not a valid host name" in first
+    assert "'smtp..example.org'" in first
+    # the list's own "too short" error is noise once its item is reported
+    assert len(message.splitlines()) == 1
+
+
+def test_bad_port_out_of_range() -> None:
+    message = load_error(BASE.replace("port = 993", "port = 70000"))
+    assert message == (
+        f"site.toml:{IMAP_PORT_LINE}: services.default.imap.0.port: "
+        "Input should be less than or equal to 65535 (got 70000)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("port", "tls", "expected"),
+    [
+        ("993", "starttls", "implicit-TLS port"),
+        ("143", "implicit", "STARTTLS port"),
+    ],
+)
+def test_tls_port_mismatch_names_the_server(port: str, tls: str, expected: str) -> None:
+    text = BASE.replace("port = 993\ntls = \"implicit\"", f'port = {port}\ntls = "{tls}"')
+    message = load_error(text)
+    assert message.startswith(f"site.toml:{IMAP_PORT_LINE + 1}: services.default.imap.0.tls: ")
+    assert expected in message
+    assert f"(got '{tls}')" in message
+
+
+def test_unknown_service_set() -> None:
+    message = load_error(BASE + 'services = "campus"\n')
+    assert message.startswith(f'site.toml:{DOMAIN_LINE + 2}: domains."example.org".services: ')
+    assert "'campus' is not a defined service set (defined: default)" in message
+
+
+def test_duplicate_alias() -> None:
+    text = BASE + 'aliases = ["example.net"]\n\n[domains."example.net"]\n'
+    message = load_error(text)
+    assert message.startswith(f'site.toml:{DOMAIN_LINE + 4}: domains."example.net": ')
+    assert "served twice" in message
+
+
+def test_alias_listed_by_two_domains() -> None:
+    text = (
+        BASE
+        + 'aliases = ["example.net"]\n\n[domains."example.com"]\naliases = ["Example.NET"]\n'
+    )
+    message = load_error(text)
+    assert message.startswith(f'site.toml:{DOMAIN_LINE + 5}: domains."example.com".aliases: ')
+    assert "'example.net' is served twice" in message
+
+
+def test_missing_primary_domain() -> None:
+    message = load_error(BASE.replace('primary_domain = "example.org"\n', ""))
+    assert message == "site.toml: primary_domain: Field required"
+
+
+def test_primary_domain_not_served() -> None:
+    message = load_error(BASE.replace('"example.org"\n\n[org', '"example.com"\n\n[org'))
+    assert message.startswith("site.toml:1: primary_domain: ")
+    assert "is not one of the [domains] (example.org)" in message
+
+
+def test_several_errors_each_on_its_own_line() -> None:
+    text = BASE.replace("port = 993", "port = -1").replace('login = "address"', 'login = "uid"')
+    lines = load_error(text).splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith(f"site.toml:{IMAP_PORT_LINE}: services.default.imap.0.port")
+    assert lines[1].startswith(f'site.toml:{DOMAIN_LINE + 1}: domains."example.org".login')
+    assert "'address', 'localpart' or 'directory'" in lines[1]
+
+
+def test_unicode_domain_key_is_normalised() -> None:
+    text = BASE.replace('"example.org"', '"müller.example"')
+    site = parse_site(text)
+    assert site.primary_domain == "xn--mller-kva.example"
+    assert site.domain("xn--mller-kva.example") is not None
+
+
+def test_unreadable_and_non_utf8_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"missing\.toml: cannot read site file"):
+        load_site(tmp_path / "missing.toml")
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes(BASE.replace("Example", "Ex\xe4mple").encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin\.toml: not UTF-8"):
+        load_site(latin)
+
+
+def test_relative_directory_path_resolves_next_to_the_file(tmp_path: Path) -> None:
+    site_file = tmp_path / "site.toml"
+    site_file.write_text(BASE + '\n[directory]\npath = "db/users.sqlite"\n', encoding="utf-8")
+    assert load_site(site_file).directory.path == tmp_path / "db" / "users.sqlite"
+
+
+# -- the command line ----------------------------------------------------------------------
+
+
+def check_config(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mailwarden", "check-config", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_check_config_valid_example() -> None:
+    result = check_config(str(EXAMPLES / "site.toml"))
+    assert result.returncode == 0, result.stderr
+    assert "is valid" in result.stdout
+    assert "example.edu" in result.stdout
+
+
+def test_check_config_invalid_exits_2_with_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "site.toml"
+    bad.write_text(BASE.replace("port = 993", "port = 70000"), encoding="utf-8")
+    result = check_config(str(bad))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr + result.stdout
+    assert result.stderr.strip() == (
+        f"mailwarden: error [CONFIG-INVALID]: {bad}:{IMAP_PORT_LINE}: "
+        "services.default.imap.0.port: Input should be less than or equal to 65535 (got 70000)"
+    )
+
+
+def test_check_config_json_valid_and_invalid(tmp_path: Path) -> None:
+    good = check_config("--format", "json", str(EXAMPLES / "site.toml"))
+    assert good.returncode == 0, good.stderr
+    data = json.loads(good.stdout)
+    assert data["valid"] is True
+    assert data["primary_domain"] == "example.edu"
+    assert data["domains"]["example.edu"]["aliases"] == ["uni-example.de", "mail.example.edu"]
+
+    bad = tmp_path / "site.toml"
+    bad.write_text(BASE + 'services = "campus"\n', encoding="utf-8")
+    result = check_config("--format", "json", str(bad))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    data = json.loads(result.stdout)
+    assert data["valid"] is False
+    assert data["code"] == "CONFIG-INVALID"
+    assert data["errors"][0].startswith(f'{bad}:{DOMAIN_LINE + 2}: domains."example.org".services')
+
+
+def test_check_config_missing_file_is_an_error_not_a_traceback(tmp_path: Path) -> None:
+    result = check_config(str(tmp_path / "nope.toml"))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "cannot read site file" in result.stderr
+
+
+def test_check_config_warns_about_outlook_2007(tmp_path: Path) -> None:
+    site = tmp_path / "site.toml"
+    site.write_text(
+        BASE.replace('port = 465\ntls = "implicit"', 'port = 587\ntls = "starttls"'),
+        encoding="utf-8",
+    )
+    result = check_config(str(site))
+    assert result.returncode == 0, result.stderr
+    assert "Outlook 2007" in result.stdout
