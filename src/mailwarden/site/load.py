@@ -96,8 +96,8 @@ def _format_errors(source: str, text: str, exc: ValidationError) -> str:
     paths: list[tuple[str | int, ...]] = []
     for error in errors:
         loc = [p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
-        # pydantic puts the union tag ("embedded") into the path of tagged unions: drop it.
-        paths.append(tuple(p for p in loc if p not in {"embedded"}))
+        # pydantic puts the union tag (the backend name) into the path of tagged unions: drop it.
+        paths.append(tuple(p for p in loc if p not in {"embedded", "ldap", "sql"}))
     lines = []
     for error, path in zip(errors, paths, strict=True):
         # A list whose only item failed also reports "too short": the item's error says it all.
@@ -141,10 +141,11 @@ def parse_site(text: str, *, source: str = "site.toml", base_dir: Path | None = 
         site = Site.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_format_errors(source, text, exc)) from None
-    if base_dir is not None and not site.directory.path.is_absolute():
-        directory = site.directory.model_copy(update={"path": base_dir / site.directory.path})
-        site = site.model_copy(update={"directory": directory})
-        site.model_post_init(None)
+    if base_dir is not None:
+        directory = site.directory.resolve_paths(base_dir)
+        if directory is not site.directory:
+            site = site.model_copy(update={"directory": directory})
+            site.model_post_init(None)
     if base_dir is not None:
         site = _resolve_profile_paths(site, base_dir)
     return site
