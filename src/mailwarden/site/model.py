@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from mailwarden.address import AddressError, normalise_domain
+from mailwarden.guard.config import GuardConfig
 
 TlsMode = Literal["implicit", "starttls", "none"]
 LoginRule = Literal["address", "localpart", "directory"]
@@ -413,6 +414,7 @@ class Site(_Model):
     directory: DirectoryConfig = Field(default_factory=EmbeddedDirectory)
     server: ServerSettings = Field(default_factory=ServerSettings)
     profiles: ProfileSettings = Field(default_factory=ProfileSettings)
+    guard: GuardConfig | None = None
 
     _index: dict[str, DomainView] = PrivateAttr(default_factory=dict)
 
