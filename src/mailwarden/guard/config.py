@@ -1,0 +1,174 @@
+"""The ``[guard]`` section of site.toml: typed, validated, immutable.
+
+The defaults are meant to be safe on day one: ceilings in line with what large providers allow
+an ordinary mailbox (Google Workspace: 2,000 recipients a day; Microsoft 365: 30 messages a
+minute), an anomaly ladder tuned by ``bench/guard_sim.py``, automatic locks only for the clear
+cases, and a store that fails open so that a Redis outage never stops a university's mail.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+
+
+class ClassLimits(_Model):
+    """Ceilings and learning floors for one class of users (``[guard.classes.NAME]``).
+
+    Ceilings are hard: above ``rcpts_per_minute`` mail is throttled, above ``rcpts_per_hour``
+    held, above ``rcpts_per_day`` the account is locked. The floors keep the anomaly score quiet
+    for users the guard knows little about yet.
+    """
+
+    rcpts_per_minute: int = Field(default=120, ge=1)
+    rcpts_per_hour: int = Field(default=600, ge=1)
+    rcpts_per_day: int = Field(default=2000, ge=1)
+    hourly_floor: int = Field(default=40, ge=1)
+    """External recipients an hour any user of the class may reach without it counting as
+    unusual, however quiet the user's own history is."""
+    domains_floor: int = Field(default=25, ge=1)
+    """Distinct external recipient domains an hour that never count as unusual."""
+    anomaly: bool = True
+    """False for list owners and newsletter senders: only the ceilings apply."""
+
+
+def _default_classes() -> dict[str, ClassLimits]:
+    return {
+        "default": ClassLimits(),
+        "bulk": ClassLimits(
+            rcpts_per_minute=2000,
+            rcpts_per_hour=20000,
+            rcpts_per_day=100000,
+            hourly_floor=20000,
+            domains_floor=20000,
+            anomaly=False,
+        ),
+    }
+
+
+class Ladder(_Model):
+    """Score thresholds of the ladder throttle → hold + alert → lock (``[guard.ladder]``)."""
+
+    throttle: float = Field(default=2.0, gt=0)
+    hold: float = Field(default=4.0, gt=0)
+    lock: float = Field(default=7.0, gt=0)
+    lock_mode: Literal["auto", "confirm"] = "auto"
+    """``auto`` locks at the lock score; ``confirm`` stops at hold + alert and waits for an
+    admin (``mailwarden guard lock USER``)."""
+    baseline_factor: float = Field(default=4.0, ge=1)
+    """How far above the user's own busiest recent hour sending counts as unusual."""
+    baseline_half_life_days: float = Field(default=14.0, gt=0)
+    same_subject_free: int = Field(default=5, ge=1)
+    """Messages with one subject an hour that never count as unusual (threads, invitations)."""
+    minute_free: int = Field(default=8, ge=1)
+    """Messages a minute that never count as unusual."""
+    flag_hours: float = Field(default=24.0, gt=0)
+    """How long an account stays flagged (no learning of networks or volume) after a
+    throttle or hold."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Ladder:
+        if not self.throttle <= self.hold <= self.lock:
+            raise ValueError("ladder scores must satisfy throttle <= hold <= lock")
+        return self
+
+
+class LockAction(_Model):
+    """How an account is locked (``[guard.lock]``): nothing, a command, or an LDAP attribute."""
+
+    method: Literal["none", "command", "ldap"] = "none"
+    command: tuple[str, ...] = ()
+    """argv run on lock; environment: GUARD_USER, GUARD_REASON, GUARD_ACTION=lock|unlock."""
+    unlock_command: tuple[str, ...] = ()
+    ldap_uri: str = ""
+    bind_dn: str = ""
+    bind_password_file: Path | None = None
+    user_dn_template: str = ""
+    """e.g. ``uid={user},ou=people,dc=example,dc=edu`` (the value is DN-escaped)."""
+    attribute: str = "mailSubmissionLocked"
+    locked_value: str = "TRUE"
+    unlocked_value: str = "FALSE"
+    timeout: float = Field(default=5.0, gt=0, le=60)
+
+    @model_validator(mode="after")
+    def _complete(self) -> LockAction:
+        if self.method == "command" and not self.command:
+            raise ValueError("lock method 'command' needs command = [...]")
+        if self.method == "ldap" and not (self.ldap_uri and self.user_dn_template):
+            raise ValueError("lock method 'ldap' needs ldap_uri and user_dn_template")
+        return self
+
+
+class Alerts(_Model):
+    """Where alerts go (``[guard.alerts]``); every channel is optional."""
+
+    mail_to: tuple[str, ...] = ()
+    mail_from: str = "mailwarden-guard@localhost"
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    webhook_url: str | None = Field(default=None, pattern=r"^https?://\S+$")
+    syslog: bool = False
+    timeout: float = Field(default=5.0, gt=0, le=60)
+
+
+class GuardConfig(_Model):
+    """Everything the outbound guard needs to know (``[guard]``)."""
+
+    policy_listen: str = "127.0.0.1:10040"
+    """``HOST:PORT`` or ``unix:/path`` of the Postfix policy delegation server."""
+    milter_listen: str = ""
+    """``HOST:PORT`` or ``unix:/path`` of the milter; empty: no milter."""
+    store: Literal["memory", "sqlite", "redis"] = "sqlite"
+    state_path: Path = Path("guard-state.sqlite")
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_timeout: float = Field(default=0.2, gt=0, le=5)
+    on_store_error: Literal["accept", "tempfail"] = "accept"
+    """Fail open (default: mail flows, admins are alerted) or closed (4.7.x tempfail)."""
+    message_stage: Literal["policy", "milter"] = "policy"
+    """Which front end counts whole messages and gives their signals; the other only
+    enforces. Use ``milter`` when the milter is wired: it sees the Subject and the webmail's
+    Received header."""
+    local_domains: tuple[str, ...] = ()
+    """Recipient domains that count as internal; empty: the site's served domains."""
+    webmail_received_by: str = ""
+    """The host name in the ``by`` clause of the webmail's Received header (e.g.
+    ``webmail.example.edu``); its ``from`` clause carries the browser's IP address."""
+    classes: dict[str, ClassLimits] = Field(default_factory=_default_classes)
+    members: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    """Class name → SASL user names (list owners, newsletter senders)."""
+    ladder: Ladder = Field(default_factory=Ladder)
+    lock: LockAction = Field(default_factory=LockAction)
+    alerts: Alerts = Field(default_factory=Alerts)
+    lock_ttl_hours: float = Field(default=0, ge=0)
+    """0: locks stay until ``mailwarden guard unlock``; otherwise they expire."""
+    postsuper: tuple[str, ...] = ("postsuper",)
+    """argv prefix used to release held messages, e.g. ``["postsuper", "-c", "/etc/postfix"]``."""
+
+    @model_validator(mode="after")
+    def _classes_known(self) -> GuardConfig:
+        if "default" not in self.classes:
+            raise ValueError("guard.classes needs a 'default' class")
+        for name in self.members:
+            if name not in self.classes:
+                raise ValueError(
+                    f"guard.members.{name}: no such class (defined: {', '.join(self.classes)})"
+                )
+        return self
+
+    _member_index: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    def model_post_init(self, context: object, /) -> None:
+        self._member_index = {u: name for name, users in self.members.items() for u in users}
+
+    def class_of(self, user: str) -> str:
+        """The class name of a SASL user (``default`` unless listed in ``members``)."""
+        return self._member_index.get(user, "default")
+
+    def limits_of(self, user: str) -> ClassLimits:
+        return self.classes[self.class_of(user)]

@@ -1,0 +1,334 @@
+"""The abuse detector: per-user behaviour in, a verdict on the ladder out.
+
+Pure and deterministic: every function takes the time as a value (``Observation.now``) and
+touches only the :class:`UserState` it is handed, so a simulated week runs in seconds and a test
+can step the clock one second at a time. The state stores (memory, SQLite, Redis) keep the same
+numbers; the Redis store computes :class:`Counters` in one Lua call and then uses
+:func:`assess` from here, so every store judges alike.
+
+How a verdict comes about:
+
+1. **Ceilings** per class of user (recipients a minute / hour / day) give throttle / hold /
+   lock outright: a mailbox doing more than a large provider allows is never normal.
+2. An **anomaly score** adds up how far the user is from their own habits: external recipients
+   and distinct external domains this hour against the busiest recent hour of the user (with
+   a floor per class), many messages with one subject fingerprint, a burst of messages in a
+   minute, attempts that keep coming after the guard refused, and — only together with
+   another signal — a client network the user has never sent from.
+3. The **ladder** turns the score into throttle (4.7.x, try later), hold + alert (the message
+   stays in the hold queue) or lock (the account may not send until an admin unlocks it).
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass, field
+
+from mailwarden.guard.config import ClassLimits, GuardConfig, Ladder
+from mailwarden.guard.window import DAY, HOUR, Recent, Ring, Tally
+
+NETWORK_MEMORY_DAYS = 90.0
+NETWORK_PROBATION = HOUR
+"""A network becomes "known" only after an hour without the account being flagged, so an
+attacker's first message does not teach the guard the attacker's network."""
+MAX_NETWORKS = 64
+MAX_FINGERPRINTS = 64
+
+
+class Action(enum.StrEnum):
+    """The rungs of the ladder, mildest first; ``reject`` refuses mail of a locked account."""
+
+    ACCEPT = "accept"
+    THROTTLE = "throttle"
+    HOLD = "hold"
+    LOCK = "lock"
+    REJECT = "reject"
+
+    @property
+    def rank(self) -> int:
+        return _RANK[self]
+
+
+_RANK = {
+    Action.ACCEPT: 0,
+    Action.THROTTLE: 1,
+    Action.HOLD: 2,
+    Action.LOCK: 3,
+    Action.REJECT: 4,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """One thing a front end saw: a recipient (RCPT) or a whole message (end of data)."""
+
+    user: str
+    now: float
+    recipients: tuple[str, ...] = ()
+    """Recipient addresses to count (lowercase); empty when another stage counts them."""
+    message: bool = False
+    """True once per message (at the stage that counts messages)."""
+    rcpt_count: int = 0
+    network: str = ""
+    """The client network (see :func:`~mailwarden.guard.signals.network_of`); ``""``: unknown."""
+    subject_fp: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Counters:
+    """The numbers one decision is made from (what the stores return)."""
+
+    msgs_1m: int = 0
+    msgs_1h: int = 0
+    msgs_24h: int = 0
+    rcpts_1m: int = 0
+    rcpts_1h: int = 0
+    rcpts_24h: int = 0
+    ext_rcpts_1h: int = 0
+    distinct_rcpts_1h: int = 0
+    domains_1h: int = 0
+    domains_24h: int = 0
+    refused_1h: int = 0
+    same_subject_1h: int = 0
+    new_network: bool = False
+    baseline_hour: float = 0.0
+    """The user's busiest recent hour (external recipients), decayed; 0: no history."""
+    flagged: bool = False
+    locked: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    action: Action
+    score: float = 0.0
+    reasons: tuple[str, ...] = ()
+
+    @property
+    def text(self) -> str:
+        return "; ".join(self.reasons) or "ok"
+
+
+ACCEPT = Verdict(Action.ACCEPT)
+
+
+@dataclass(slots=True)
+class UserState:
+    """Everything the guard remembers about one account (no message content)."""
+
+    msgs: Tally = field(default_factory=Tally)
+    rcpts: Tally = field(default_factory=Tally)
+    ext_rcpts: Ring = field(default_factory=lambda: Ring(300.0, 12))
+    refused: Ring = field(default_factory=lambda: Ring(300.0, 12))
+    rcpt_addrs: Recent = field(default_factory=lambda: Recent(HOUR))
+    domains_1h: Recent = field(default_factory=lambda: Recent(HOUR))
+    domains_24h: Recent = field(default_factory=lambda: Recent(DAY))
+    subjects: dict[str, Ring] = field(default_factory=dict)
+    networks: dict[str, float] = field(default_factory=dict)
+    """network → first seen (kept while seen within NETWORK_MEMORY_DAYS)."""
+    network_seen: dict[str, float] = field(default_factory=dict)
+    """network → last seen."""
+    baseline_hour: float = 0.0
+    hour_index: int = -1
+    hour_ext: int = 0
+    flagged_until: float = 0.0
+    locked: str | None = None
+
+
+def decay_factor(hours: float, half_life_days: float) -> float:
+    return math.pow(0.5, hours / (half_life_days * 24.0))
+
+
+def _roll_baseline(state: UserState, now: float, half_life_days: float) -> None:
+    """Fold finished clock hours into the decayed peak (only while the user is not flagged)."""
+    index = int(now // HOUR)
+    if state.hour_index < 0:
+        state.hour_index = index
+        return
+    if index <= state.hour_index:
+        return
+    flagged = now < state.flagged_until
+    peak = state.baseline_hour * decay_factor(1, half_life_days)
+    if not flagged:
+        peak = max(peak, float(state.hour_ext))
+    gap = index - state.hour_index - 1
+    if gap > 0:
+        peak *= decay_factor(min(gap, 24 * 365), half_life_days)
+    state.baseline_hour = peak
+    state.hour_index = index
+    state.hour_ext = 0
+
+
+def is_internal(domain: str, local_domains: frozenset[str]) -> bool:
+    if domain in local_domains:
+        return True
+    return any(domain.endswith("." + d) for d in local_domains)
+
+
+def record(
+    state: UserState, obs: Observation, local_domains: frozenset[str], ladder: Ladder
+) -> Counters:
+    """Count ``obs`` into ``state`` and return the counters the decision is made from."""
+    now = obs.now
+    _roll_baseline(state, now, ladder.baseline_half_life_days)
+    flagged = now < state.flagged_until
+    if obs.message:
+        state.msgs.add(now)
+    if obs.recipients:
+        state.rcpts.add(now, len(obs.recipients))
+        external = 0
+        for rcpt in obs.recipients:
+            domain = rcpt.rpartition("@")[2]
+            state.rcpt_addrs.add(now, rcpt)
+            if not is_internal(domain, local_domains):
+                external += 1
+                state.domains_1h.add(now, domain)
+                state.domains_24h.add(now, domain)
+        if external:
+            state.ext_rcpts.add(now, external)
+            state.hour_ext += external
+    same_subject = 0
+    if obs.message and obs.subject_fp:
+        ring = state.subjects.pop(obs.subject_fp, None) or Ring(300.0, 12)
+        ring.add(now)
+        state.subjects[obs.subject_fp] = ring
+        if len(state.subjects) > MAX_FINGERPRINTS:
+            del state.subjects[next(iter(state.subjects))]
+        same_subject = ring.total(now)
+    new_network = False
+    if obs.network:
+        new_network = _see_network(state, obs.network, now, flagged)
+    msgs = state.msgs.totals(now)
+    rcpts = state.rcpts.totals(now)
+    return Counters(
+        msgs_1m=msgs[0],
+        msgs_1h=msgs[1],
+        msgs_24h=msgs[2],
+        rcpts_1m=rcpts[0],
+        rcpts_1h=rcpts[1],
+        rcpts_24h=rcpts[2],
+        ext_rcpts_1h=state.ext_rcpts.total(now),
+        distinct_rcpts_1h=state.rcpt_addrs.count(now),
+        domains_1h=state.domains_1h.count(now),
+        domains_24h=state.domains_24h.count(now),
+        refused_1h=state.refused.total(now),
+        same_subject_1h=same_subject,
+        new_network=new_network,
+        baseline_hour=state.baseline_hour,
+        flagged=flagged,
+        locked=state.locked,
+    )
+
+
+def _see_network(state: UserState, network: str, now: float, flagged: bool) -> bool:
+    """Remember ``network``; True when the user has known networks and this is not one."""
+    horizon = now - NETWORK_MEMORY_DAYS * DAY
+    for net in [n for n, t in state.network_seen.items() if t < horizon]:
+        state.network_seen.pop(net, None)
+        state.networks.pop(net, None)
+    known = {n for n, first in state.networks.items() if first <= now - NETWORK_PROBATION}
+    if network not in state.networks and not flagged:
+        state.networks[network] = now
+        if len(state.networks) > MAX_NETWORKS:
+            oldest = min(state.network_seen, key=state.network_seen.__getitem__, default=None)
+            if oldest is not None:
+                state.networks.pop(oldest, None)
+                state.network_seen.pop(oldest, None)
+    if network in state.networks:
+        state.network_seen[network] = now
+    return bool(known) and network not in known
+
+
+def flag(state: UserState, now: float, ladder: Ladder, refused: int) -> None:
+    """After a throttle or hold: stop learning for a while and forget networks on probation."""
+    state.flagged_until = max(state.flagged_until, now + ladder.flag_hours * HOUR)
+    if refused:
+        state.refused.add(now, refused)
+    state.hour_ext = 0
+    for net in [n for n, first in state.networks.items() if first > now - NETWORK_PROBATION]:
+        state.networks.pop(net, None)
+        state.network_seen.pop(net, None)
+
+
+def assess(c: Counters, limits: ClassLimits, ladder: Ladder) -> Verdict:
+    """The ladder's verdict for counters ``c`` (pure; the heart of the guard)."""
+    if c.locked is not None:
+        return Verdict(Action.REJECT, 0.0, (f"account locked: {c.locked}",))
+    reasons: list[str] = []
+    action = Action.ACCEPT
+    # 1. hard ceilings
+    if c.rcpts_24h > limits.rcpts_per_day:
+        action = Action.LOCK if ladder.lock_mode == "auto" else Action.HOLD
+        reasons.append(f"{c.rcpts_24h} recipients in 24 h > {limits.rcpts_per_day}")
+    elif c.rcpts_1h > limits.rcpts_per_hour:
+        action = Action.HOLD
+        reasons.append(f"{c.rcpts_1h} recipients in 1 h > {limits.rcpts_per_hour}")
+    elif c.rcpts_1m > limits.rcpts_per_minute:
+        action = Action.THROTTLE
+        reasons.append(f"{c.rcpts_1m} recipients in 1 min > {limits.rcpts_per_minute}")
+    # 2. anomaly score against the user's own habits
+    score = 0.0
+    if limits.anomaly:
+        score = _score(c, limits, ladder, reasons)
+    # 3. the ladder
+    by_score = Action.ACCEPT
+    if score >= ladder.lock:
+        by_score = Action.LOCK if ladder.lock_mode == "auto" else Action.HOLD
+    elif score >= ladder.hold:
+        by_score = Action.HOLD
+    elif score >= ladder.throttle:
+        by_score = Action.THROTTLE
+    if by_score.rank > action.rank:
+        action = by_score
+    if action is Action.ACCEPT:
+        return Verdict(Action.ACCEPT, score, ())
+    return Verdict(action, round(score, 2), tuple(reasons))
+
+
+def _score(c: Counters, limits: ClassLimits, ladder: Ladder, reasons: list[str]) -> float:
+    score = 0.0
+    allowance = max(float(limits.hourly_floor), ladder.baseline_factor * c.baseline_hour)
+    if c.ext_rcpts_1h > allowance:
+        part = 2.0 * (c.ext_rcpts_1h / allowance - 1.0)
+        score += part
+        reasons.append(f"{c.ext_rcpts_1h} external recipients in 1 h (usual ≤ {allowance:.0f})")
+    domain_allowance = max(float(limits.domains_floor), ladder.baseline_factor * c.baseline_hour)
+    if c.domains_1h > domain_allowance:
+        score += 2.0 * (c.domains_1h / domain_allowance - 1.0)
+        reasons.append(f"{c.domains_1h} external domains in 1 h (usual ≤ {domain_allowance:.0f})")
+    if c.same_subject_1h > ladder.same_subject_free:
+        score += 0.5 * (c.same_subject_1h - ladder.same_subject_free)
+        reasons.append(f"{c.same_subject_1h} messages with one subject in 1 h")
+    if c.msgs_1m > ladder.minute_free:
+        score += 0.5 * (c.msgs_1m - ladder.minute_free)
+        reasons.append(f"{c.msgs_1m} messages in 1 min")
+    if c.refused_1h > 0 and score > 0:
+        score += min(4.0, 0.25 * c.refused_1h)
+        reasons.append(f"{c.refused_1h} attempts refused in 1 h")
+    if c.new_network and score > 0:
+        score += 1.0
+        reasons.append("new client network")
+    return score
+
+
+@dataclass(slots=True)
+class Detector:
+    """The detector bound to one configuration: ``observe`` = record + assess."""
+
+    config: GuardConfig
+    local_domains: frozenset[str]
+
+    def observe(self, state: UserState, obs: Observation) -> Verdict:
+        counters = record(state, obs, self.local_domains, self.config.ladder)
+        verdict = assess(counters, self.config.limits_of(obs.user), self.config.ladder)
+        self.settle(state, obs, verdict)
+        return verdict
+
+    def settle(self, state: UserState, obs: Observation, verdict: Verdict) -> None:
+        """Apply what a verdict changes in the state (flag, lock)."""
+        if verdict.action in (Action.ACCEPT, Action.REJECT):
+            return
+        refused = max(1, len(obs.recipients) or obs.rcpt_count)
+        flag(state, obs.now, self.config.ladder, refused)
+        if verdict.action is Action.LOCK:
+            state.locked = verdict.text

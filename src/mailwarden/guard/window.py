@@ -1,0 +1,90 @@
+"""Sliding-window counters with a fixed memory cost per user.
+
+A :class:`Ring` splits its window into equal buckets and forgets a bucket when time wraps
+around to it, so a count costs O(buckets) memory however much mail a user sends; the oldest
+bucket may be partly outside the window, which errs on the side of counting slightly more. A
+:class:`Recent` set remembers when each distinct value was last seen, pruned on use and capped,
+so a spam run to a million domains cannot grow it without bound. Time is always passed in:
+nothing here reads a clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+MINUTE = 60.0
+HOUR = 3600.0
+DAY = 86400.0
+
+# (bucket width in seconds, bucket count) of the three windows every metric keeps
+SPANS: dict[str, tuple[float, int]] = {"1m": (5.0, 12), "1h": (300.0, 12), "24h": (3600.0, 24)}
+
+
+@dataclass(slots=True)
+class Ring:
+    """Event counts in ``n`` buckets of ``width`` seconds."""
+
+    width: float
+    n: int
+    counts: list[int] = field(default_factory=list)
+    stamps: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.counts:
+            self.counts = [0] * self.n
+            self.stamps = [-1] * self.n
+
+    def add(self, now: float, k: int = 1) -> None:
+        idx = int(now // self.width)
+        i = idx % self.n
+        if self.stamps[i] != idx:
+            self.stamps[i] = idx
+            self.counts[i] = 0
+        self.counts[i] += k
+
+    def total(self, now: float) -> int:
+        idx = int(now // self.width)
+        low = idx - self.n
+        return sum(c for c, s in zip(self.counts, self.stamps, strict=True) if low < s <= idx)
+
+
+@dataclass(slots=True)
+class Tally:
+    """One metric over the three windows (1 min, 1 h, 24 h)."""
+
+    m1: Ring = field(default_factory=lambda: Ring(*SPANS["1m"]))
+    h1: Ring = field(default_factory=lambda: Ring(*SPANS["1h"]))
+    d1: Ring = field(default_factory=lambda: Ring(*SPANS["24h"]))
+
+    def add(self, now: float, k: int = 1) -> None:
+        if k:
+            self.m1.add(now, k)
+            self.h1.add(now, k)
+            self.d1.add(now, k)
+
+    def totals(self, now: float) -> tuple[int, int, int]:
+        return self.m1.total(now), self.h1.total(now), self.d1.total(now)
+
+
+@dataclass(slots=True)
+class Recent:
+    """Distinct values seen within ``window`` seconds (at most ``cap`` remembered)."""
+
+    window: float
+    cap: int = 2000
+    seen: dict[str, float] = field(default_factory=dict)
+
+    def add(self, now: float, value: str) -> None:
+        self.seen.pop(value, None)  # re-insert: dict order is then oldest-first
+        self.seen[value] = now
+        if len(self.seen) > self.cap:
+            del self.seen[next(iter(self.seen))]
+
+    def count(self, now: float) -> int:
+        cutoff = now - self.window
+        while self.seen:
+            oldest = next(iter(self.seen))
+            if self.seen[oldest] > cutoff:
+                break
+            del self.seen[oldest]
+        return len(self.seen)

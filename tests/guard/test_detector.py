@@ -1,0 +1,181 @@
+"""The detector under a simulated clock: the ladder, ceilings, baselines, determinism."""
+
+from __future__ import annotations
+
+from mailwarden.guard.config import ClassLimits, GuardConfig, Ladder
+from mailwarden.guard.detector import (
+    Action,
+    Counters,
+    Detector,
+    Observation,
+    UserState,
+    assess,
+)
+from mailwarden.guard.window import Recent, Ring
+
+LOCAL = frozenset({"example.edu"})
+T0 = 1_700_000_000.0
+
+
+def detector(**kw: object) -> Detector:
+    return Detector(GuardConfig.model_validate(kw), LOCAL)
+
+
+def message(user: str, now: float, rcpts: list[str], *, fp: str = "", net: str = "") -> Observation:
+    return Observation(
+        user=user,
+        now=now,
+        recipients=tuple(rcpts),
+        message=True,
+        rcpt_count=len(rcpts),
+        network=net,
+        subject_fp=fp,
+    )
+
+
+def test_ring_forgets_old_buckets() -> None:
+    ring = Ring(5.0, 12)
+    ring.add(0.0, 3)
+    ring.add(30.0, 2)
+    assert ring.total(30.0) == 5
+    assert ring.total(59.9) == 5
+    assert ring.total(61.0) == 2  # the bucket of t=0 left the minute
+    assert ring.total(95.0) == 0
+
+
+def test_recent_counts_distinct_values_in_window_and_is_capped() -> None:
+    recent = Recent(60.0, cap=3)
+    for i, value in enumerate(["a", "b", "a", "c", "d"]):
+        recent.add(float(i), value)
+    assert recent.count(4.0) == 3  # cap
+    assert recent.count(62.5) == 2  # c and d are younger than a minute
+
+
+def test_normal_user_is_never_stopped() -> None:
+    d = detector()
+    state = UserState()
+    for i in range(24 * 6):  # one message every ten minutes for a day
+        rcpts = ["colleague@example.edu", f"friend{i % 7}@example.org"]
+        v = d.observe(
+            state, message("alice", T0 + i * 600, rcpts, fp=f"s{i % 9}", net="192.0.2.0/24")
+        )
+        assert v.action is Action.ACCEPT, (i, v)
+
+
+def test_fast_blast_climbs_the_ladder_to_a_lock_within_a_few_messages() -> None:
+    d = detector()
+    state = UserState()
+    # a week of quiet history from the campus network
+    for day in range(7):
+        for i in range(5):
+            d.observe(
+                state,
+                message(
+                    "bob",
+                    T0 + day * 86400 + i * 3600,
+                    ["x@example.net"],
+                    fp=f"h{i}",
+                    net="192.0.2.0/24",
+                ),
+            )
+    start = T0 + 8 * 86400
+    actions = []
+    for i in range(40):
+        rcpts = [f"victim{i}-{k}@domain{i * 30 + k}.example" for k in range(30)]
+        v = d.observe(
+            state, message("bob", start + i * 2, rcpts, fp="win-a-prize", net="203.0.113.0/24")
+        )
+        actions.append(v.action)
+        if v.action is Action.LOCK:
+            break
+    assert Action.LOCK in actions
+    accepted = actions.count(Action.ACCEPT)
+    assert accepted <= 2, actions
+    # the ladder is climbed in order, never skipping back down before the lock
+    ranks = [a.rank for a in actions]
+    assert ranks == sorted(ranks)
+    # once locked, everything is refused
+    v = d.observe(state, message("bob", start + 1000, ["a@example.edu"]))
+    assert v.action is Action.REJECT
+    assert "locked" in v.text
+
+
+def test_slow_drip_with_one_subject_is_held_then_locked() -> None:
+    d = detector()
+    state = UserState()
+    for i in range(20):
+        d.observe(
+            state,
+            message("carol", T0 + i * 3600, ["p@example.org"], fp=f"n{i}", net="192.0.2.0/24"),
+        )
+    start = T0 + 2 * 86400
+    escaped = 0
+    verdicts = []
+    for i in range(200):
+        rcpts = [f"r{i}-{k}@d{i}-{k}.example" for k in range(3)]
+        v = d.observe(
+            state, message("carol", start + i * 120, rcpts, fp="drip", net="198.51.100.0/24")
+        )
+        verdicts.append(v.action)
+        if v.action is Action.ACCEPT:
+            escaped += 1
+        if v.action is Action.LOCK:
+            break
+    assert escaped <= 50, escaped
+    assert Action.HOLD in verdicts
+    assert Action.LOCK in verdicts
+
+
+def test_new_network_alone_is_not_suspicious() -> None:
+    d = detector()
+    state = UserState()
+    for i in range(10):
+        d.observe(state, message("dave", T0 + i * 3600, ["a@example.org"], net="192.0.2.0/24"))
+    v = d.observe(state, message("dave", T0 + 11 * 3600, ["a@example.org"], net="203.0.113.0/24"))
+    assert v.action is Action.ACCEPT
+
+
+def test_ceilings_apply_per_class_and_bulk_senders_are_allowed_more() -> None:
+    d = detector(
+        classes={
+            "default": {"rcpts_per_minute": 10},
+            "bulk": {"rcpts_per_minute": 1000, "anomaly": False},
+        },
+        members={"bulk": ["newsletter"]},
+    )
+    rcpts = [f"u{i}@example.edu" for i in range(11)]
+    assert d.observe(UserState(), message("erin", T0, rcpts)).action is Action.THROTTLE
+    many = [f"u{i}@d{i}.example" for i in range(500)]
+    assert d.observe(UserState(), message("newsletter", T0, many)).action is Action.ACCEPT
+
+
+def test_confirm_mode_never_locks_by_itself() -> None:
+    ladder = Ladder(lock_mode="confirm")
+    c = Counters(rcpts_24h=10_000, ext_rcpts_1h=5000, domains_1h=4000)
+    v = assess(c, ClassLimits(), ladder)
+    assert v.action is Action.HOLD
+    assert assess(c, ClassLimits(), Ladder()).action is Action.LOCK
+
+
+def test_own_baseline_raises_the_allowance() -> None:
+    c = Counters(ext_rcpts_1h=150, domains_1h=10, baseline_hour=0.0)
+    assert assess(c, ClassLimits(), Ladder()).action is not Action.ACCEPT
+    busy = Counters(ext_rcpts_1h=150, domains_1h=10, baseline_hour=60.0)
+    assert assess(busy, ClassLimits(), Ladder()).action is Action.ACCEPT
+
+
+def test_same_input_same_verdicts() -> None:
+    def run() -> list[tuple[str, float]]:
+        d = detector()
+        state = UserState()
+        out = []
+        for i in range(100):
+            rcpts = [f"r{i}@d{i % 37}.example", "x@example.edu"]
+            v = d.observe(
+                state,
+                message("fay", T0 + i * 13.7, rcpts, fp=f"f{i % 3}", net=f"10.{i % 4}.0.0/24"),
+            )
+            out.append((v.action.value, v.score))
+        return out
+
+    assert run() == run()
