@@ -16,7 +16,7 @@ from mailwarden.cli.common import (
     formatter,
     print_json,
 )
-from mailwarden.directory.embedded import UserRecord, UserStore, parse_users_csv
+from mailwarden.directory.embedded import UserRecord, UserStore, read_users_csv
 from mailwarden.errors import ConfigError, InputError
 from mailwarden.site import load_site
 
@@ -95,10 +95,15 @@ def run_import(args: argparse.Namespace) -> int:
         raise InputError(f"{path}: cannot read: {exc.strerror}") from None
     except UnicodeDecodeError as exc:
         raise InputError(f"{path}: not UTF-8 (byte {exc.start})") from None
-    records = parse_users_csv(text, str(path))
+    numbered = read_users_csv(text, str(path))
     store = _store(args)
     try:
-        count = store.import_records(records, source=str(path), replace=args.replace)
+        count = store.import_records(
+            [record for _line, record in numbered],
+            source=str(path),
+            replace=args.replace,
+            lines=[line for line, _record in numbered],
+        )
         total = store.count()
     finally:
         store.close()
@@ -117,7 +122,7 @@ def run_add(args: argparse.Namespace) -> int:
     record = UserRecord(
         address=_key(args.address),
         login=args.login.strip(),
-        display_name=args.name,
+        display_name=args.name.strip() if args.name else None,
         aliases=tuple(_key(a) for a in args.alias),
         enabled=not args.disabled,
     )

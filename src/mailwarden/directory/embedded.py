@@ -14,7 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,6 +137,12 @@ def parse_users_csv(text: str, source: str) -> list[UserRecord]:
     ``aliases`` holds further addresses separated by spaces or semicolons. Every problem is
     reported as ``FILE:LINE: …``; the first one stops the parse.
     """
+    return [record for _line, record in read_users_csv(text, source)]
+
+
+def read_users_csv(text: str, source: str) -> list[tuple[int, UserRecord]]:
+    """:func:`parse_users_csv` with the line each record starts on, so that conflicts found
+    later (an address that belongs to another account) can still name the line."""
     if len(text) > MAX_CSV_BYTES:
         raise InputError(f"{source}: larger than 64 MiB")
     reader = csv.reader(io.StringIO(text, newline=""))
@@ -152,7 +158,7 @@ def parse_users_csv(text: str, source: str) -> list[UserRecord]:
             f"{source}:1: header must name the columns address,login and optionally "
             f"display_name,aliases,enabled (got {','.join(header)})"
         )
-    records: list[UserRecord] = []
+    records: list[tuple[int, UserRecord]] = []
     seen: dict[str, int] = {}
     try:
         for row in reader:
@@ -179,10 +185,22 @@ def parse_users_csv(text: str, source: str) -> list[UserRecord]:
                         f"{where}: address {addr!r} already appears on line {seen[addr]}"
                     )
                 seen[addr] = reader.line_num
-            records.append(UserRecord(address, login, display, aliases, flag in _TRUE))
+            record = UserRecord(address, login, display, aliases, flag in _TRUE)
+            records.append((reader.line_num, record))
     except csv.Error as exc:
         raise InputError(f"{source}:{reader.line_num}: {exc}") from None
     return records
+
+
+def check_record(record: UserRecord, where: str) -> None:
+    """The rules every account obeys however it arrives (CSV or ``users add``)."""
+    for name, value in (("login", record.login), ("display_name", record.display_name or "")):
+        if value != _clean_field(value, name, where, required=name == "login"):
+            raise InputError(f"{where}: column '{name}' has leading or trailing white space")
+    addresses = (record.address, *record.aliases)
+    for index, addr in enumerate(addresses):
+        if addr in addresses[:index]:
+            raise InputError(f"{where}: address {addr!r} is listed twice for this account")
 
 
 class UserStore:
@@ -198,9 +216,15 @@ class UserStore:
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         conn = self._conn
-        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise DirectoryError(f"{self.path}: cannot write: {exc}") from None
         try:
             yield conn
+        except sqlite3.Error as exc:
+            conn.execute("ROLLBACK")
+            raise DirectoryError(f"{self.path}: change not saved: {exc}") from None
         except BaseException:
             conn.execute("ROLLBACK")
             raise
@@ -215,6 +239,7 @@ class UserStore:
         return row[0] if row else None
 
     def _put(self, conn: sqlite3.Connection, record: UserRecord, where: str) -> None:
+        check_record(record, where)
         for addr in (record.address, *record.aliases):
             owner = self._owner(conn, addr)
             if owner is not None and owner != record.address:
@@ -231,16 +256,28 @@ class UserStore:
         )
 
     def import_records(
-        self, records: Iterable[UserRecord], *, source: str, replace: bool = False
+        self,
+        records: Iterable[UserRecord],
+        *,
+        source: str,
+        replace: bool = False,
+        lines: Sequence[int] | None = None,
     ) -> int:
-        """Add or update ``records`` in one transaction; ``replace`` drops all others first."""
+        """Add or update ``records`` in one transaction; ``replace`` drops all others first.
+
+        ``lines`` (from :func:`read_users_csv`) lets a conflict name its line in ``source``.
+        """
         count = 0
         with self._transaction() as conn:
             if replace:
                 conn.execute("DELETE FROM addresses")
                 conn.execute("DELETE FROM accounts")
             for count, record in enumerate(records, start=1):
-                self._put(conn, record, f"{source} (record {count}, {record.address})")
+                if lines is not None and count <= len(lines):
+                    where = f"{source}:{lines[count - 1]}"
+                else:
+                    where = f"{source} (record {count}, {record.address})"
+                self._put(conn, record, where)
         return count
 
     def add(self, record: UserRecord) -> None:
