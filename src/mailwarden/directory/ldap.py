@@ -1,0 +1,265 @@
+"""The LDAP directory: OpenLDAP, Active Directory or any LDAPv3 server.
+
+Built on bonsai (OpenLDAP's libldap underneath, native asyncio): every search is an
+asynchronous libldap operation on the event loop, so a lookup costs one round trip on a pooled,
+already bound connection, never a connect, a bind or a schema download.
+
+Safety: the address is escaped into the filter (:mod:`mailwarden.directory.filter`); a search
+asks for at most two entries, and more than one match counts as unknown (and is logged), so a
+filter that is broader than the operator meant never hands out someone else's login. TLS
+certificates are verified unless the site file explicitly says otherwise.
+
+Failover: servers are tried in order when a connection is opened; a pooled connection that
+breaks (server restarted) is dropped and the search is retried once on a fresh one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import bonsai
+import bonsai.errors
+from bonsai.asyncio import AIOLDAPConnection
+
+from mailwarden.address import Address
+from mailwarden.directory.base import Account
+from mailwarden.directory.filter import FilterError, render_filter
+from mailwarden.errors import DirectoryError
+from mailwarden.site.model import LdapDirectory as LdapConfig
+
+log = logging.getLogger("mailwarden.directory.ldap")
+
+_SCOPES = {"base": bonsai.LDAPSearchScope.BASE, "one": bonsai.LDAPSearchScope.ONELEVEL}
+MAX_VALUE = 1024
+"""Longest attribute value taken from the directory (login and display name)."""
+
+
+class LdapTlsError(DirectoryError):
+    """The server answered but the TLS handshake failed (untrusted or mismatched certificate)."""
+
+    code = "DIRECTORY-TLS"
+
+
+class LdapAuthError(DirectoryError):
+    """The bind DN or password was refused."""
+
+    code = "DIRECTORY-AUTH"
+
+
+class LdapUnreachable(DirectoryError):
+    """No configured server accepted a connection."""
+
+    code = "DIRECTORY-UNREACHABLE"
+
+
+class LdapFilterError(DirectoryError):
+    """The server refused the filter (bad syntax or an attribute it does not know)."""
+
+    code = "DIRECTORY-FILTER"
+
+
+@dataclass(slots=True)
+class _Conn:
+    conn: AIOLDAPConnection
+    server: str
+
+
+@dataclass(frozen=True, slots=True)
+class LookupTrace:
+    """What ``mailwarden directory check`` shows: who answered, how long it took."""
+
+    server: str
+    seconds: float
+    filter: str
+    matches: int
+
+
+def _first(entry: bonsai.LDAPEntry, attribute: str | None) -> str | None:
+    if attribute is None:
+        return None
+    values = entry.get(attribute)
+    if not values:
+        return None
+    value = values[0]
+    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+    return text[:MAX_VALUE]
+
+
+def _reachable(url: str, timeout: float) -> bool:
+    """Whether a plain TCP connection to ``url``'s host and port succeeds."""
+    parts = urlsplit(url)
+    port = parts.port or (636 if parts.scheme == "ldaps" else 389)
+    try:
+        with socket.create_connection((parts.hostname or "localhost", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+class LdapDirectory:
+    """Address → account over LDAP with a small pool of bound connections."""
+
+    name = "ldap"
+
+    def __init__(self, config: LdapConfig, password: str | None) -> None:
+        self.config = config
+        self._password = password
+        self._idle: list[_Conn] = []
+        self._slots = asyncio.Semaphore(config.pool_size)
+        attrs = config.attributes
+        self._attrlist = [a for a in (attrs.login, attrs.display_name, attrs.enabled) if a]
+        self._enabled_values = {v.casefold() for v in attrs.enabled_values}
+        self._scope = _SCOPES.get(config.scope, bonsai.LDAPSearchScope.SUBTREE)
+
+    def __repr__(self) -> str:  # never show the password
+        return f"LdapDirectory(servers={self.config.servers!r})"
+
+    def _client(self, url: str) -> bonsai.LDAPClient:
+        starttls = url.startswith("ldap://") and self.config.starttls
+        client = bonsai.LDAPClient(url, tls=starttls)
+        if self.config.bind_dn:
+            client.set_credentials("SIMPLE", user=self.config.bind_dn, password=self._password)
+        client.set_cert_policy("demand" if self.config.verify_certificate else "never")
+        if self.config.ca_file is not None:
+            client.set_ca_cert(str(self.config.ca_file))
+        client.set_ignore_referrals(True)
+        client.set_auto_page_acquire(False)
+        return client
+
+    async def _connect(self) -> _Conn:
+        """A new bound connection to the first server that accepts one."""
+        errors: list[str] = []
+        last: DirectoryError | None = None
+        for url in self.config.servers:
+            try:
+                conn = await self._client(url).connect(
+                    is_async=True, timeout=self.config.connect_timeout
+                )
+                return _Conn(conn, url)
+            except bonsai.errors.AuthenticationError:
+                raise LdapAuthError(
+                    f"{url}: bind as {self.config.bind_dn!r} refused: invalid credentials"
+                ) from None
+            except (bonsai.errors.LDAPError, TimeoutError, OSError) as exc:
+                tls = url.startswith("ldaps://") or self.config.starttls
+                if tls and isinstance(exc, bonsai.errors.ConnectionError):
+                    reachable = await asyncio.to_thread(
+                        _reachable, url, self.config.connect_timeout
+                    )
+                    if reachable:
+                        last = LdapTlsError(
+                            f"{url}: TLS handshake failed (is the certificate signed by "
+                            f"{self.config.ca_file or 'the system CA store'} and issued for "
+                            "this host name?)"
+                        )
+                        errors.append(last.message)
+                        continue
+                reason = "timed out" if isinstance(exc, TimeoutError) else _reason(exc)
+                errors.append(f"{url}: {reason}")
+        if last is not None and len(errors) == 1:
+            raise last
+        raise LdapUnreachable("no LDAP server answered: " + "; ".join(errors))
+
+    async def _search(self, conn: _Conn, text: str) -> list[bonsai.LDAPEntry]:
+        result = await conn.conn.search(
+            self.config.base_dn,
+            self._scope,
+            text,
+            attrlist=self._attrlist,
+            timeout=self.config.timeout,
+            sizelimit=2,
+        )
+        return list(result)
+
+    async def search(self, address: Address) -> tuple[list[bonsai.LDAPEntry] | None, LookupTrace]:
+        """The entries matching ``address`` (None: more than one) and how they were found."""
+        try:
+            text = render_filter(self.config.filter, address)
+        except FilterError as exc:
+            raise LdapFilterError(str(exc)) from None
+        started = time.perf_counter()
+        entries: list[bonsai.LDAPEntry] | None
+        async with self._slots:
+            pooled = bool(self._idle)
+            conn = self._idle.pop() if pooled else await self._connect()
+            try:
+                try:
+                    entries = await self._search(conn, text)
+                except (bonsai.errors.ConnectionError, bonsai.errors.ClosedConnection):
+                    if not pooled:
+                        raise
+                    # The server went away since this connection was last used: start over.
+                    conn.conn.close()
+                    self._close_idle()
+                    conn = await self._connect()
+                    entries = await self._search(conn, text)
+            except bonsai.errors.SizeLimitError:
+                entries = None  # more than one entry matches
+            except DirectoryError:
+                raise
+            except (TimeoutError, bonsai.errors.TimeoutError):
+                conn.conn.close()
+                raise DirectoryError(
+                    f"{conn.server}: search timed out after {self.config.timeout} s"
+                ) from None
+            except bonsai.errors.LDAPError as exc:
+                conn.conn.close()
+                if "filter" in str(exc).lower():
+                    raise LdapFilterError(
+                        f"{conn.server}: the server refused the filter {text!r}: {_reason(exc)}"
+                    ) from None
+                raise DirectoryError(f"{conn.server}: search failed: {_reason(exc)}") from None
+            except BaseException:
+                conn.conn.close()
+                raise
+            self._idle.append(conn)
+        matches = 2 if entries is None else len(entries)
+        trace = LookupTrace(conn.server, time.perf_counter() - started, text, matches)
+        return entries, trace
+
+    def account(self, address: Address, entries: list[bonsai.LDAPEntry] | None) -> Account | None:
+        """Pure: the account for ``entries`` (exactly one match), else None."""
+        if entries is None or len(entries) != 1:
+            if entries is None or entries:
+                log.warning(
+                    "more than one LDAP entry matches %s: treated as unknown (check the filter)",
+                    address.key,
+                )
+            return None
+        entry = entries[0]
+        attrs = self.config.attributes
+        login = _first(entry, attrs.login)
+        if not login:
+            log.warning("LDAP entry %s has no %s: treated as unknown", entry.dn, attrs.login)
+            return None
+        enabled = True
+        if attrs.enabled is not None:
+            flag = _first(entry, attrs.enabled)
+            enabled = flag is not None and flag.casefold() in self._enabled_values
+        return Account(
+            address=address.key,
+            login=login,
+            display_name=_first(entry, attrs.display_name),
+            enabled=enabled,
+        )
+
+    async def lookup(self, address: Address) -> Account | None:
+        entries, _ = await self.search(address)
+        return self.account(address, entries)
+
+    def _close_idle(self) -> None:
+        while self._idle:
+            self._idle.pop().conn.close()
+
+    async def close(self) -> None:
+        self._close_idle()
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).split(" (0x")[0].strip()
+    return text or type(exc).__name__

@@ -1,0 +1,140 @@
+"""The SQL directory: any database SQLAlchemy reaches with an async driver.
+
+The operator's query runs with the address as a bound parameter (``:address``, plus
+``:localpart`` and ``:domain``), never formatted into the SQL text, so no address can change
+what the query does. The query returns a ``login`` column and optionally ``display_name`` and
+``enabled``; more than one row counts as unknown (and is logged), like in LDAP.
+
+Connections come from SQLAlchemy's pool (``pool_pre_ping`` drops connections that died with a
+database restart), and every query runs under ``timeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.sql.elements import TextClause
+
+from mailwarden.address import Address
+from mailwarden.directory.base import Account
+from mailwarden.errors import ConfigError, DirectoryError
+from mailwarden.site.model import SqlDirectory as SqlConfig
+
+log = logging.getLogger("mailwarden.directory.sql")
+
+MAX_VALUE = 1024
+_TRUE = {"1", "t", "true", "y", "yes", "on", "active", "enabled"}
+
+
+def _flag(value: object) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, bool | int):
+        return bool(value)
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace")
+    return str(value).strip().lower() in _TRUE
+
+
+def _clip(value: object) -> str | None:
+    if value is None:
+        return None
+    return str(value)[:MAX_VALUE]
+
+
+def make_engine(url: str, password: str | None, pool_size: int, timeout: float) -> AsyncEngine:
+    """An engine for ``url`` with the password (from file or environment) filled in."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(url)
+        if password is not None:
+            parsed = parsed.set(password=password)
+        options: dict[str, Any] = {"pool_pre_ping": True}
+        if not parsed.drivername.startswith("sqlite"):
+            options.update(pool_size=pool_size, max_overflow=0, pool_timeout=timeout)
+        if parsed.drivername == "postgresql+asyncpg":
+            options["connect_args"] = {"timeout": timeout, "command_timeout": timeout}
+        return create_async_engine(parsed, **options)
+    except (ArgumentError, NoSuchModuleError, ValueError) as exc:
+        raise ConfigError(f"directory.url: {exc}") from None
+
+
+class SqlDirectory:
+    """Address → account with one parameterised SELECT."""
+
+    name = "sql"
+
+    def __init__(self, config: SqlConfig, password: str | None) -> None:
+        self.config = config
+        self._password = password
+        self._engine: AsyncEngine | None = None
+        self._query: TextClause = text(config.query)
+
+    def __repr__(self) -> str:  # never show the password
+        return f"SqlDirectory(url={self.config.url!r})"
+
+    def _get_engine(self) -> AsyncEngine:
+        if self._engine is None:
+            self._engine = make_engine(
+                self.config.url, self._password, self.config.pool_size, self.config.timeout
+            )
+        return self._engine
+
+    async def rows(self, address: Address) -> list[dict[str, object]]:
+        """The rows the query returns for ``address`` (at most two are fetched)."""
+        params = {
+            "address": address.key,
+            "localpart": address.localpart.lower(),
+            "domain": address.domain,
+        }
+        wanted = {k: v for k, v in params.items() if f":{k}" in self.config.query}
+        try:
+            async with asyncio.timeout(self.config.timeout):
+                async with self._get_engine().connect() as conn:
+                    result = await conn.execute(self._query, wanted)
+                    return [dict(row._mapping) for row in result.fetchmany(2)]
+        except TimeoutError:
+            raise DirectoryError(
+                f"SQL directory: no answer within {self.config.timeout} s"
+            ) from None
+        except SQLAlchemyError as exc:
+            reason = str(getattr(exc, "orig", None) or exc).splitlines()[0][:300]
+            raise DirectoryError(f"SQL directory: query failed: {reason}") from None
+        except OSError as exc:
+            raise DirectoryError(f"SQL directory: cannot connect: {exc.strerror or exc}") from None
+
+    def account(self, address: Address, rows: list[dict[str, object]]) -> Account | None:
+        """Pure: the account for ``rows`` (exactly one), else None."""
+        if len(rows) != 1:
+            if rows:
+                log.warning(
+                    "the SQL query returns more than one row for %s: treated as unknown",
+                    address.key,
+                )
+            return None
+        row = rows[0]
+        login = _clip(row.get("login"))
+        if not login:
+            if "login" not in row:
+                raise DirectoryError("SQL directory: the query returns no column named 'login'")
+            return None
+        return Account(
+            address=address.key,
+            login=login,
+            display_name=_clip(row.get("display_name")),
+            enabled=_flag(row.get("enabled")),
+        )
+
+    async def lookup(self, address: Address) -> Account | None:
+        return self.account(address, await self.rows(address))
+
+    async def close(self) -> None:
+        if self._engine is not None:
+            await self._engine.dispose()
+            self._engine = None
