@@ -96,8 +96,11 @@ def run(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise InputError("--workers must be at least 1")
     os.environ[CONFIG_ENV] = str(config)
-    metrics_dir = tempfile.mkdtemp(prefix="mailwarden-metrics-")
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Workers are fresh processes and see this at import; one worker runs in this process,
+        # where prometheus_client is already imported in single-process mode, so setting it
+        # then would make /metrics read an empty directory.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="mailwarden-metrics-")
     if args.print_examples:
         shown = f"[{host}]" if ":" in host else host
         console.print(f"[bold]Serving {site.organisation.name} on http://{shown}:{port}[/]")
@@ -105,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
         for line in example_commands(site, f"http://{shown}:{port}"):
             console.print(f"  {line}", soft_wrap=True, markup=False)
     for warning in outlook_2007_warning(site):
-        console.print(f"[yellow]warning:[/] {warning}")
+        console.print(f"[yellow]warning:[/] {warning}", soft_wrap=True)
     trusted = ",".join(site.server.trusted_proxies) or "127.0.0.1"
     uvicorn.run(
         "mailwarden.server.asgi:create_app",
