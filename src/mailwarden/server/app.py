@@ -34,6 +34,7 @@ from mailwarden.server.http import (
     respond,
 )
 from mailwarden.server.metrics import Metrics
+from mailwarden.server.profile_routes import ProfileRoutes
 from mailwarden.site.model import DomainView, Site
 
 log = logging.getLogger("mailwarden.server")
@@ -80,12 +81,16 @@ class AutoconfigApp:
         self.server_id = int.from_bytes(
             hashlib.sha256(socket.gethostname().encode()).digest()[:4], "big"
         )
+        self.profiles = ProfileRoutes(self)  # loads the signing key: fails at start-up
         self._routes: dict[str, tuple[str, Handler]] = {
             **dict.fromkeys(AUTOCONFIG_PATHS, ("autoconfig", self._autoconfig)),
             POX_PATH: ("autodiscover-xml", self._pox),
             JSON_PATH: ("autodiscover-json", self._json_query),
             "/healthz": ("healthz", self._healthz),
             "/metrics": ("metrics", self._metrics),
+            "/": ("setup-page", self.profiles.setup_page),
+            "/mobileconfig": ("mobileconfig", self.profiles.mobileconfig),
+            "/mobileconfig/": ("mobileconfig", self.profiles.mobileconfig),
         }
 
     # -- ASGI entry -----------------------------------------------------------------------
