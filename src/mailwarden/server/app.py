@@ -144,8 +144,11 @@ class AutoconfigApp:
         except Exception:
             raise _NotFound("unknown domain") from None
         view = self.site.domain(name)
-        if view is None and name.startswith("autoconfig."):
-            view = self.site.domain(name.removeprefix("autoconfig."))
+        if view is None:
+            # autoconfig.<domain> (Thunderbird) and autodiscover.<domain> (Outlook's probe)
+            for prefix in ("autoconfig.", "autodiscover."):
+                if name.startswith(prefix):
+                    view = self.site.domain(name.removeprefix(prefix))
         if view is None:
             raise _NotFound("unknown domain")
         return view
