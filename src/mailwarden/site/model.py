@@ -350,6 +350,16 @@ DirectoryConfig = Annotated[
 ]
 
 
+def _ip_network(value: str) -> str:
+    import ipaddress
+
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IP address or network") from None
+    return value
+
+
 class ServerSettings(_Model):
     """HTTP front settings (``[server]``)."""
 
@@ -357,7 +367,22 @@ class ServerSettings(_Model):
     """Host name under which the POX endpoint is reachable over HTTPS; the v2 JSON endpoint
     points clients there. Default: ``autodiscover.<domain>``."""
     max_body_bytes: int = Field(default=16384, ge=512, le=1_048_576)
-    trusted_proxies: tuple[str, ...] = ()
+    trusted_proxies: tuple[Annotated[str, AfterValidator(_ip_network)], ...] = (
+        "127.0.0.1",
+        "::1",
+    )
+    """Peers (IPs or networks) whose ``X-Forwarded-For`` names the real client; the default is
+    a reverse proxy on the same machine. ``[]``: ignore the header from everyone."""
+    lookup_rate: float = Field(default=10.0, ge=0, le=1_000_000)
+    """Directory lookups per second each client IP may start on average (0: no limit)."""
+    lookup_burst: int = Field(default=60, ge=1, le=1_000_000)
+    """Lookups a client IP may start at once before the rate applies."""
+    lookup_rate_exempt: tuple[Annotated[str, AfterValidator(_ip_network)], ...] = (
+        "127.0.0.0/8",
+        "::1",
+    )
+    """Clients never limited: by default this machine itself (monitoring, local tests). Behind
+    a reverse proxy, clients are the addresses it names in ``X-Forwarded-For``."""
 
 
 class ProfileSettings(_Model):
