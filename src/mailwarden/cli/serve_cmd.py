@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
             console.print(f"  {line}", soft_wrap=True, markup=False)
     for warning in outlook_2007_warning(site):
         console.print(f"[yellow]warning:[/] {warning}", soft_wrap=True)
-    trusted = ",".join(site.server.trusted_proxies) or "127.0.0.1"
+    trusted = ",".join(site.server.trusted_proxies)  # [] in the site file: trust nobody
     uvicorn.run(
         "mailwarden.server.asgi:create_app",
         factory=True,
@@ -118,8 +118,8 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         access_log=False,
         server_header=False,
-        proxy_headers=True,
-        forwarded_allow_ips=trusted,
+        proxy_headers=bool(trusted),
+        forwarded_allow_ips=trusted or None,
         log_level=args.log_level,
         lifespan="on",
     )
