@@ -65,6 +65,19 @@ class Metrics:
             "Lookups that failed because the directory could not answer.",
             registry=target,
         )
+        self.directory_throttled = Counter(
+            "mailwarden_directory_throttled_total",
+            "Lookups skipped because the client IP used up its token bucket.",
+            registry=target,
+        )
+        self.directory_cache = Counter(
+            "mailwarden_directory_cache_events_total",
+            "Directory cache events: hit, miss, stale (served past TTL), refresh, error, "
+            "deadline (answered without the directory), skipped (backend marked down).",
+            ["event"],
+            registry=target,
+        )
+        self._cache_children: dict[str, Counter] = {}
         self._children: dict[tuple[str, int], Counter] = {}
 
     def count(self, endpoint: str, status: int) -> None:
@@ -72,6 +85,12 @@ class Metrics:
         if child is None:
             child = self.requests.labels(endpoint, str(status))
             self._children[(endpoint, status)] = child
+        child.inc()
+
+    def directory_event(self, event: str) -> None:
+        child = self._cache_children.get(event)
+        if child is None:
+            child = self._cache_children[event] = self.directory_cache.labels(event)
         child.inc()
 
     def exposition(self) -> bytes:
