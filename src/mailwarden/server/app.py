@@ -8,7 +8,10 @@ logged and answered with a short 500 text, and the hypothesis test in tests/ hol
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import hashlib
+import ipaddress
 import logging
 import socket
 import time
@@ -35,6 +38,7 @@ from mailwarden.server.http import (
 )
 from mailwarden.server.metrics import Metrics
 from mailwarden.server.profile_routes import ProfileRoutes
+from mailwarden.server.ratelimit import TokenBuckets
 from mailwarden.site.model import DomainView, Site
 
 log = logging.getLogger("mailwarden.server")
@@ -50,6 +54,9 @@ JSON_PATH = "/autodiscover/autodiscover.json"
 JSON_V1_PREFIX = "/autodiscover/autodiscover.json/v1.0/"
 
 Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_CLIENT: contextvars.ContextVar[str | None] = contextvars.ContextVar("client", default=None)
+"""The requesting client's IP (after trusted proxies), for the lookup token bucket."""
 
 
 class _NotFound(Exception):
@@ -77,6 +84,15 @@ class AutoconfigApp:
         self.site = site
         self.directory = directory
         self.metrics = metrics
+        settings = site.server
+        self.lookup_buckets = TokenBuckets(settings.lookup_rate, settings.lookup_burst)
+        self._rate_exempt = tuple(
+            ipaddress.ip_network(net, strict=False) for net in settings.lookup_rate_exempt
+        )
+        self._last_outage_log = 0.0
+        set_event_hook = getattr(directory, "set_event_hook", None)
+        if set_event_hook is not None:
+            set_event_hook(metrics.directory_event)
         self.max_body = site.server.max_body_bytes
         self.server_id = int.from_bytes(
             hashlib.sha256(socket.gethostname().encode()).digest()[:4], "big"
@@ -101,6 +117,8 @@ class AutoconfigApp:
             return
         if scope["type"] != "http":
             return
+        client = scope.get("client")
+        _CLIENT.set(client[0] if client else None)
         path = scope["path"].lower()
         route = self._routes.get(path)
         if route is None and path.startswith(JSON_V1_PREFIX):
@@ -153,18 +171,47 @@ class AutoconfigApp:
             raise _NotFound("unknown domain")
         return view
 
+    def _may_look_up(self) -> bool:
+        """Whether this request's client has a token left (anti-enumeration)."""
+        client = _CLIENT.get()
+        if not self.lookup_buckets.enabled or client is None or self._exempt(client):
+            return True
+        if self.lookup_buckets.take(client, time.monotonic()):
+            return True
+        self.metrics.directory_throttled.inc()
+        return False
+
+    def _exempt(self, client: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(client)
+        except ValueError:
+            return False
+        return any(ip in net for net in self._rate_exempt)
+
     async def lookup(self, address: Address, domain: DomainView) -> Account | None:
-        """The enabled account for ``address`` (trying the canonical domain for aliases)."""
+        """The enabled account for ``address`` (trying the canonical domain for aliases).
+
+        Raises :class:`DirectoryError` when the directory gives no answer within the deadline
+        (outage) or this client used up its lookups; :meth:`subject_for` applies the outage
+        policy then.
+        """
+        if not self._may_look_up():
+            raise DirectoryError("lookups of this client are throttled")
         started = time.perf_counter()
         try:
-            account = await self.directory.lookup(address)
-            if account is None and domain.is_alias:
-                account = await self.directory.lookup(Address(address.localpart, domain.name))
-        except DirectoryError as exc:
-            # Fail soft for users, loud for admins: answer as for an unknown address.
-            log.error("directory lookup failed: %s", exc)
+            async with asyncio.timeout(self.site.directory.deadline):
+                account = await self.directory.lookup(address)
+                if account is None and domain.is_alias:
+                    account = await self.directory.lookup(Address(address.localpart, domain.name))
+        except (DirectoryError, TimeoutError) as exc:
+            # Fail soft for users, loud for admins: a metric always, a log line at most 1/s.
             self.metrics.directory_errors.inc()
-            return None
+            now = time.monotonic()
+            if now - self._last_outage_log >= 1.0:
+                self._last_outage_log = now
+                reason = exc.message if isinstance(exc, DirectoryError) else "deadline passed"
+                log.error("directory lookup failed, answering per on_outage: %s", reason)
+            raise DirectoryError("directory unavailable") from None
         finally:
             self.metrics.lookup_seconds.observe(time.perf_counter() - started)
         if account is None or not account.enabled:
@@ -183,7 +230,12 @@ class AutoconfigApp:
         typed = str(address)
         if not self.needs_directory(domain):
             return Subject(address=typed, localpart=address.localpart)
-        account = await self.lookup(address, domain)
+        try:
+            account = await self.lookup(address, domain)
+        except DirectoryError:
+            if self.site.directory.on_outage == "generic":
+                return GENERIC
+            account = None
         if account is not None:
             return Subject(typed, address.localpart, account.login, account.display_name)
         policy = domain.config.unknown_address
