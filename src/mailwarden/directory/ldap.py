@@ -240,7 +240,7 @@ class LdapDirectory:
         enabled = True
         if attrs.enabled is not None:
             flag = _first(entry, attrs.enabled)
-            enabled = flag is not None and flag.casefold() in self._enabled_values
+            enabled = flag is None or flag.casefold() in self._enabled_values
         return Account(
             address=address.key,
             login=login,

@@ -238,7 +238,8 @@ class LdapAttributes(_Model):
     login: str = Field(default="uid", pattern=r"^[A-Za-z][A-Za-z0-9-]{0,63}$")
     display_name: str | None = Field(default="cn", pattern=r"^[A-Za-z][A-Za-z0-9-]{0,63}$")
     enabled: str | None = Field(default=None, pattern=r"^[A-Za-z][A-Za-z0-9-]{0,63}$")
-    """Attribute that says whether the account may use mail; unset: every match is enabled."""
+    """Attribute that says whether the account may use mail; an entry without it (or with
+    this setting unset) is enabled."""
     enabled_values: tuple[str, ...] = ("TRUE", "active", "enabled", "yes", "1")
     """Values of ``enabled`` (compared case-insensitively) that mean the account is enabled."""
 
