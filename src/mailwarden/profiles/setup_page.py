@@ -66,11 +66,11 @@ STRINGS: dict[Lang, dict[str, str]] = {
         "port": "Port",
         "security": "Security",
         "login": "User name",
-        "auth": "Password",
-        "auth_value": "your account password (normal password)",
+        "auth": "Authentication",
+        "auth_value": "normal password",
         "incoming": "Incoming mail",
-        "outgoing": "Outgoing mail (SMTP)",
-        "preferred": "preferred",
+        "outgoing": "Outgoing mail",
+        "more": "Other servers and ports (if the ones above are blocked)",
         "login_generic": "the user name {org} gave you",
         "profile": "Install the profile for iPhone, iPad and Mac",
         "profile_note": "The profile contains no password; your device asks for it once.",
@@ -103,11 +103,11 @@ STRINGS: dict[Lang, dict[str, str]] = {
         "port": "Port",
         "security": "Verschlüsselung",
         "login": "Benutzername",
-        "auth": "Passwort",
-        "auth_value": "Ihr Kontopasswort (normales Passwort)",
+        "auth": "Authentifizierung",
+        "auth_value": "Passwort, normal",
         "incoming": "Posteingang",
-        "outgoing": "Postausgang (SMTP)",
-        "preferred": "empfohlen",
+        "outgoing": "Postausgang",
+        "more": "Weitere Server und Ports (falls die obigen gesperrt sind)",
         "login_generic": "der Benutzername, den Sie von {org} erhalten haben",
         "profile": "Profil für iPhone, iPad und Mac installieren",
         "profile_note": "Das Profil enthält kein Passwort; Ihr Gerät fragt einmal danach.",
@@ -143,7 +143,9 @@ class SettingRow:
     security: str
     login: str | None
     """None when the page does not know the user name (generic policy)."""
-    preferred: bool
+    main: bool
+    """The server to use unless it is blocked: the first of the preferred incoming protocol,
+    and the first SMTP server (the order of the site file, as in autoconfig documents)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +212,7 @@ def setting_rows(domain: DomainView, subject: Subject) -> tuple[SettingRow, ...]
     if services.incoming_first == "pop3":
         incoming.reverse()
     rows: list[SettingRow] = []
+    main_incoming = next(kind for kind in incoming if services.servers(kind))
     for kind in (*incoming, "smtp"):
         for index, server in enumerate(services.servers(kind)):
             rows.append(
@@ -220,7 +223,7 @@ def setting_rows(domain: DomainView, subject: Subject) -> tuple[SettingRow, ...]
                     port=server.port_for(kind),
                     security=SECURITY_LABEL.get(server.tls, ""),
                     login=None if subject.generic else username(server, domain, subject),
-                    preferred=index == 0 and len(services.servers(kind)) > 1,
+                    main=index == 0 and kind in (main_incoming, "smtp"),
                 )
             )
     return tuple(rows)

@@ -1,0 +1,1 @@
+"""Tests that drive a real browser (Debian chromium) against a real server."""
