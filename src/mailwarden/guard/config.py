@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 
 class _Model(BaseModel):
@@ -149,6 +149,14 @@ class GuardConfig(_Model):
     """0: locks stay until ``mailwarden guard unlock``; otherwise they expire."""
     postsuper: tuple[str, ...] = ("postsuper",)
     """argv prefix used to release held messages, e.g. ``["postsuper", "-c", "/etc/postfix"]``."""
+
+    @field_validator("classes", mode="before")
+    @classmethod
+    def _merge_default_classes(cls, value: object) -> object:
+        """Classes the file names replace the built-in ones; the others stay available."""
+        if isinstance(value, dict):
+            return {**_default_classes(), **value}
+        return value
 
     @model_validator(mode="after")
     def _classes_known(self) -> GuardConfig:

@@ -250,6 +250,25 @@ def flag(state: UserState, now: float, ladder: Ladder, refused: int) -> None:
         state.network_seen.pop(net, None)
 
 
+def forgive(state: UserState) -> None:
+    """After an admin's unlock: forget the activity that led to it, keep what was learned."""
+    fresh = UserState()
+    for name in (
+        "msgs",
+        "rcpts",
+        "ext_rcpts",
+        "refused",
+        "rcpt_addrs",
+        "domains_1h",
+        "domains_24h",
+        "subjects",
+    ):
+        setattr(state, name, getattr(fresh, name))
+    state.hour_ext = 0
+    state.flagged_until = 0.0
+    state.locked = None
+
+
 def assess(c: Counters, limits: ClassLimits, ladder: Ladder) -> Verdict:
     """The ladder's verdict for counters ``c`` (pure; the heart of the guard)."""
     if c.locked is not None:

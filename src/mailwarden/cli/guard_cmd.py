@@ -1,0 +1,291 @@
+"""``mailwarden guard``: run the outbound abuse guard and manage locks and held mail."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from rich.table import Table
+
+from mailwarden.cli.common import add_config_option, add_format_option, console, formatter
+from mailwarden.cli.common import print_json as _print_json
+from mailwarden.errors import InputError, MailwardenError
+from mailwarden.guard.actions import Locker, run_command
+from mailwarden.guard.config import GuardConfig
+from mailwarden.guard.store.base import Event, Store
+from mailwarden.site import load_site
+
+HELP = """\
+The outbound abuse guard watches every authenticated sender in the MTA's path, spots an
+account that behaves unlike itself (a phished password used for a spam run), stops its mail
+up a ladder (throttle → hold + alert → lock) and tells the admins. Configure it in the
+[guard] section of the site file; wiring for Postfix and sendmail is in docs/guard.md.
+
+  mailwarden guard -c site.toml serve                     policy server (+ milter if configured)
+  mailwarden guard -c site.toml serve --policy unix:/var/spool/postfix/private/guard
+  mailwarden guard -c site.toml status                    store, locks, held messages
+  mailwarden guard -c site.toml locked                    accounts the guard has locked
+  mailwarden guard -c site.toml held --format json        messages in the hold queue
+  mailwarden guard -c site.toml release 4Xc1R2yz          deliver one held message
+  mailwarden guard -c site.toml release jdoe              deliver all held mail of a user
+  mailwarden guard -c site.toml unlock jdoe               let jdoe send again
+  mailwarden guard -c site.toml lock jdoe --reason "phished, ticket 123"
+  mailwarden guard -c site.toml history jdoe              what the guard decided about jdoe
+
+Exit status: 0 ok; 1 for status when accounts are locked or mail is held (monitoring can
+alert on it); 2 for errors (bad site file, store unreachable).
+"""
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "guard",
+        help="outbound abuse guard: serve, locks, held mail",
+        description=HELP,
+        formatter_class=formatter(),
+    )
+    add_config_option(parser)
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    serve = actions.add_parser(
+        "serve",
+        help="run the policy server (and milter)",
+        description="Run the Postfix policy delegation server and, if [guard] milter_listen "
+        "is set or --milter is given, the milter. Logs one JSON object per line on stderr.\n\n"
+        "  mailwarden guard -c site.toml serve --policy 127.0.0.1:10040 --milter "
+        "127.0.0.1:10041 --metrics 127.0.0.1:9141",
+        formatter_class=formatter(),
+    )
+    serve.add_argument("--policy", metavar="LISTEN", help="HOST:PORT or unix:/path")
+    serve.add_argument("--milter", metavar="LISTEN", help="HOST:PORT or unix:/path")
+    serve.add_argument("--name", default="guard", help="label of this instance in logs/alerts")
+    serve.add_argument("--metrics", metavar="HOST:PORT", help="serve Prometheus metrics here")
+    serve.add_argument("--log-level", default="info", choices=("error", "warning", "info", "debug"))
+    serve.set_defaults(func=run_serve)
+
+    status = actions.add_parser("status", help="store health, locks and held messages")
+    add_format_option(status)
+    status.set_defaults(func=run_status)
+
+    locked = actions.add_parser("locked", help="list locked accounts")
+    add_format_option(locked)
+    locked.set_defaults(func=run_locked)
+
+    held = actions.add_parser("held", help="list held messages")
+    add_format_option(held)
+    held.set_defaults(func=run_held)
+
+    release = actions.add_parser(
+        "release", help="release held mail: a queue ID or all mail of a user"
+    )
+    release.add_argument("key", metavar="QUEUEID|USER")
+    release.set_defaults(func=run_release)
+
+    unlock = actions.add_parser("unlock", help="let a locked account send again")
+    unlock.add_argument("user")
+    unlock.set_defaults(func=run_unlock)
+
+    lock = actions.add_parser("lock", help="lock an account by hand (or confirm a hold)")
+    lock.add_argument("user")
+    lock.add_argument("--reason", default="locked by an administrator")
+    lock.set_defaults(func=run_lock)
+
+    history = actions.add_parser("history", help="what the guard decided about a user")
+    history.add_argument("user")
+    history.add_argument("--limit", type=int, default=50)
+    add_format_option(history)
+    history.set_defaults(func=run_history)
+
+
+def _config(args: argparse.Namespace) -> tuple[GuardConfig, Path, object]:
+    from mailwarden.guard.service import guard_config
+
+    site = load_site(args.config)
+    return guard_config(site, args.config), Path(args.config).resolve().parent, site
+
+
+def _with_store(args: argparse.Namespace, job: Callable[[Store], Awaitable[int]]) -> int:
+    from mailwarden.guard.service import open_store
+
+    config, base, _ = _config(args)
+    if config.store == "memory":
+        raise InputError(
+            f"{args.config}: [guard] store = 'memory' keeps no state outside the running "
+            "server; use 'sqlite' or 'redis' to manage locks from the command line"
+        )
+
+    async def main() -> int:
+        store = open_store(config, base)
+        try:
+            await store.ping()
+            return await job(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(main())
+
+
+def _when(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from mailwarden.guard.service import build_engine, serve
+
+    config, base, site = _config(args)
+    logging.basicConfig(
+        stream=sys.stderr, level=args.log_level.upper(), format="%(message)s", force=True
+    )
+    engine = build_engine(site, config, base, name=args.name)  # type: ignore[arg-type]
+    if args.metrics:
+        from prometheus_client import start_http_server
+
+        host, _, port = args.metrics.rpartition(":")
+        if not port.isdigit():
+            raise InputError(f"--metrics {args.metrics!r}: expected HOST:PORT")
+        start_http_server(int(port), addr=host.strip("[]"), registry=engine.metrics.registry)
+    policy = args.policy if args.policy is not None else config.policy_listen
+    milter = args.milter if args.milter is not None else config.milter_listen
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(engine, policy=policy, milter=milter))
+    return 0
+
+
+def run_status(args: argparse.Namespace) -> int:
+    async def job(store: Store) -> int:
+        locks = await store.locks()
+        holds = await store.holds()
+        data = {"store": store.name, "locked": len(locks), "held": len(holds)}
+        if args.format == "json":
+            _print_json(data)
+        else:
+            console.print(
+                f"store [bold]{store.name}[/]: reachable · {len(locks)} locked account(s) · "
+                f"{len(holds)} held message(s)"
+            )
+        return 1 if locks or holds else 0
+
+    return _with_store(args, job)
+
+
+def run_locked(args: argparse.Namespace) -> int:
+    async def job(store: Store) -> int:
+        locks = await store.locks()
+        if args.format == "json":
+            _print_json(
+                [{"user": x.user, "reason": x.reason, "since": x.since, "by": x.by} for x in locks]
+            )
+            return 0
+        table = Table("user", "since", "by", "reason")
+        for x in locks:
+            table.add_row(x.user, _when(x.since), x.by, x.reason)
+        console.print(table)
+        console.print(f"{len(locks)} locked")
+        return 0
+
+    return _with_store(args, job)
+
+
+def run_held(args: argparse.Namespace) -> int:
+    async def job(store: Store) -> int:
+        holds = await store.holds()
+        if args.format == "json":
+            _print_json(
+                [
+                    {"queue_id": h.queue_id, "user": h.user, "reason": h.reason, "since": h.since}
+                    for h in holds
+                ]
+            )
+            return 0
+        table = Table("queue id", "user", "since", "reason")
+        for h in holds:
+            table.add_row(h.queue_id, h.user, _when(h.since), h.reason)
+        console.print(table)
+        console.print(f"{len(holds)} held")
+        return 0
+
+    return _with_store(args, job)
+
+
+def run_release(args: argparse.Namespace) -> int:
+    config, _, _ = _config(args)
+
+    async def job(store: Store) -> int:
+        holds = await store.drop_holds(args.key)
+        if not holds:
+            raise InputError(f"{args.key}: no held message with this queue ID or user")
+        failed = 0
+        for hold in holds:
+            result = await run_command((*config.postsuper, "-H", hold.queue_id), {}, 30.0)
+            if not result.ok:
+                failed += 1
+                console.print(f"[red]✗[/] {hold.queue_id}: {result.detail}")
+                await store.add_hold(hold)  # still held: keep it listed
+            else:
+                console.print(f"[green]✓[/] released {hold.queue_id} ({hold.user})")
+                await store.add_event(
+                    Event(hold.user, time.time(), "release", f"released {hold.queue_id}")
+                )
+        return 2 if failed else 0
+
+    return _with_store(args, job)
+
+
+def run_unlock(args: argparse.Namespace) -> int:
+    config, _, _ = _config(args)
+
+    async def job(store: Store) -> int:
+        found = await store.unlock(args.user)
+        result = await Locker(config.lock).set(args.user, locked=False, reason="unlocked")
+        await store.add_event(Event(args.user, time.time(), "unlock", "unlocked by an admin"))
+        if not result.ok:
+            raise MailwardenError(
+                f"{args.user}: unlocked in the guard, but the lock action failed: {result.detail}",
+                code="GUARD-UNLOCK-ACTION",
+            )
+        state = "unlocked" if found else "was not locked; lock cleared anyway"
+        console.print(f"[green]✓[/] {args.user} {state} ({result.detail})")
+        return 0
+
+    return _with_store(args, job)
+
+
+def run_lock(args: argparse.Namespace) -> int:
+    config, _, _ = _config(args)
+
+    async def job(store: Store) -> int:
+        now = time.time()
+        await store.lock(args.user, args.reason, now, by="admin")
+        await store.add_event(Event(args.user, now, "lock", args.reason, {"by": "admin"}))
+        result = await Locker(config.lock).set(args.user, locked=True, reason=args.reason)
+        mark = "[green]✓[/]" if result.ok else "[yellow]![/]"
+        console.print(f"{mark} {args.user} locked ({result.detail})")
+        return 0 if result.ok else 2
+
+    return _with_store(args, job)
+
+
+def run_history(args: argparse.Namespace) -> int:
+    async def job(store: Store) -> int:
+        events = await store.history(args.user, max(1, min(args.limit, 1000)))
+        if args.format == "json":
+            _print_json(
+                [
+                    {"when": e.when, "action": e.action, "reason": e.reason, "detail": e.detail}
+                    for e in events
+                ]
+            )
+            return 0
+        table = Table("when", "action", "reason")
+        for e in events:
+            table.add_row(_when(e.when), e.action, e.reason)
+        console.print(table)
+        return 0
+
+    return _with_store(args, job)

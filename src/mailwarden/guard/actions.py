@@ -1,0 +1,185 @@
+"""What the guard does beyond answering the MTA: lock accounts, release holds, alert people.
+
+Every action runs at the edge with a timeout and never raises into the decision path: a broken
+LDAP server or mail relay must not stop the guard from refusing a spammer's next message. A
+failed action is logged and reported back (``ActionResult``) so the CLI can say what happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import smtplib
+import syslog
+import urllib.request
+from dataclasses import dataclass
+from email.message import EmailMessage
+from pathlib import Path
+
+from mailwarden.guard.config import Alerts, LockAction
+
+log = logging.getLogger("mailwarden.guard")
+
+MAX_ALERT_TEXT = 8000
+
+
+@dataclass(frozen=True, slots=True)
+class ActionResult:
+    ok: bool
+    detail: str
+
+
+def _dn_escape(value: str) -> str:
+    """RFC 4514 escaping of an attribute value inside a DN."""
+    out = []
+    for i, ch in enumerate(value):
+        if ch in ',+"\\<>;=' or (ch == "#" and i == 0) or (ch == " " and i in (0, len(value) - 1)):
+            out.append("\\" + ch)
+        elif ord(ch) < 0x20 or ch == "\x7f":
+            out.append(f"\\{ord(ch):02x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+async def run_command(argv: tuple[str, ...], env: dict[str, str], timeout: float) -> ActionResult:
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            env={**os.environ, **env},
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+    except OSError as exc:
+        return ActionResult(False, f"{argv[0]}: {exc.strerror}")
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        return ActionResult(False, f"{argv[0]}: no answer after {timeout:g} s")
+    text = out.decode("utf-8", "replace").strip()[-500:]
+    if proc.returncode != 0:
+        return ActionResult(False, f"{argv[0]} exited with {proc.returncode}: {text}")
+    return ActionResult(True, text or f"{argv[0]}: ok")
+
+
+class Locker:
+    """Locks and unlocks accounts in the place that decides who may send (LDAP or a hook)."""
+
+    def __init__(self, config: LockAction) -> None:
+        self.config = config
+
+    async def set(self, user: str, *, locked: bool, reason: str) -> ActionResult:
+        c = self.config
+        if c.method == "none":
+            return ActionResult(True, "no lock action configured (the guard's own lock applies)")
+        if c.method == "command":
+            argv = c.command if locked or not c.unlock_command else c.unlock_command
+            env = {
+                "GUARD_USER": user,
+                "GUARD_REASON": reason[:1000],
+                "GUARD_ACTION": "lock" if locked else "unlock",
+            }
+            return await run_command(argv, env, c.timeout)
+        return await self._ldap(user, locked)
+
+    async def _ldap(self, user: str, locked: bool) -> ActionResult:
+        import bonsai
+        import bonsai.errors
+
+        c = self.config
+        dn = c.user_dn_template.format(user=_dn_escape(user))
+        password = ""
+        if c.bind_password_file is not None:
+            try:
+                password = Path(c.bind_password_file).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                return ActionResult(False, f"{c.bind_password_file}: {exc.strerror}")
+        client = bonsai.LDAPClient(c.ldap_uri)
+        if c.bind_dn:
+            client.set_credentials("SIMPLE", user=c.bind_dn, password=password)
+        value = c.locked_value if locked else c.unlocked_value
+        try:
+            async with asyncio.timeout(c.timeout):
+                conn = await client.connect(is_async=True, timeout=c.timeout)
+                try:
+                    entry = bonsai.LDAPEntry(dn, conn)
+                    entry[c.attribute] = value  # a new key on an entry = REPLACE
+                    await entry.modify()
+                finally:
+                    conn.close()
+        except TimeoutError:
+            return ActionResult(False, f"LDAP {c.ldap_uri}: no answer after {c.timeout:g} s")
+        except bonsai.errors.LDAPError as exc:
+            return ActionResult(
+                False, f"LDAP {c.ldap_uri}: cannot set {c.attribute} on {dn}: {exc}"
+            )
+        return ActionResult(True, f"LDAP: {dn} {c.attribute}={value}")
+
+
+class Alerter:
+    """Mail to the postmaster, a JSON webhook and syslog; each channel optional."""
+
+    def __init__(self, config: Alerts) -> None:
+        self.config = config
+
+    async def send(self, subject: str, record: dict[str, object]) -> list[ActionResult]:
+        c = self.config
+        text = json.dumps(record, indent=2, ensure_ascii=False)[:MAX_ALERT_TEXT]
+        jobs = []
+        if c.mail_to:
+            jobs.append(asyncio.to_thread(self._mail, subject, text))
+        if c.webhook_url:
+            jobs.append(asyncio.to_thread(self._webhook, record))
+        if c.syslog:
+            jobs.append(asyncio.to_thread(self._syslog, subject))
+        if not jobs:
+            return []
+        results = await asyncio.gather(*jobs, return_exceptions=True)
+        out = []
+        for r in results:
+            if isinstance(r, ActionResult):
+                out.append(r)
+            else:
+                out.append(ActionResult(False, f"alert failed: {r}"))
+        for r in out:
+            if not r.ok:
+                log.error(json.dumps({"event": "alert-failed", "detail": r.detail}))
+        return out
+
+    def _mail(self, subject: str, text: str) -> ActionResult:
+        c = self.config
+        msg = EmailMessage()
+        msg["From"] = c.mail_from
+        msg["To"] = ", ".join(c.mail_to)
+        msg["Subject"] = subject.replace("\n", " ")[:200]
+        msg.set_content(text)
+        try:
+            with smtplib.SMTP(c.smtp_host, c.smtp_port, timeout=c.timeout) as smtp:
+                smtp.send_message(msg)
+        except (OSError, smtplib.SMTPException) as exc:
+            return ActionResult(False, f"mail to {c.smtp_host}:{c.smtp_port}: {exc}")
+        return ActionResult(True, f"mailed {', '.join(c.mail_to)}")
+
+    def _webhook(self, record: dict[str, object]) -> ActionResult:
+        c = self.config
+        assert c.webhook_url is not None
+        body = json.dumps(record).encode()
+        request = urllib.request.Request(  # noqa: S310 - scheme checked by the model
+            c.webhook_url, data=body, headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=c.timeout) as response:  # noqa: S310
+                status = response.status
+        except OSError as exc:
+            return ActionResult(False, f"webhook {c.webhook_url}: {exc}")
+        return ActionResult(200 <= status < 300, f"webhook {c.webhook_url}: HTTP {status}")
+
+    def _syslog(self, subject: str) -> ActionResult:
+        syslog.openlog("mailwarden-guard", syslog.LOG_PID, syslog.LOG_MAIL)
+        syslog.syslog(syslog.LOG_WARNING, subject[:500])
+        return ActionResult(True, "syslog")

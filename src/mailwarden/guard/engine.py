@@ -1,0 +1,194 @@
+"""One decision engine behind both front ends (policy server and milter).
+
+The engine asks the store for a verdict, turns store failures into the configured fail-open or
+fail-closed answer (loudly: log, metric, alert), writes every decision above accept as a
+structured log event and into the user's history, and fires the lock and alert actions in the
+background so the MTA never waits for LDAP or a mail relay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable, Coroutine
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from mailwarden.guard.actions import Alerter, Locker
+from mailwarden.guard.config import GuardConfig
+from mailwarden.guard.detector import Action, Detector, Observation, Verdict
+from mailwarden.guard.store.base import Event, HoldInfo, Store, StoreError
+
+log = logging.getLogger("mailwarden.guard")
+
+STORE_ALERT_INTERVAL = 300.0
+"""At most one "store is down" alert per this many seconds."""
+HOLD_ALERT_INTERVAL = 3600.0
+
+
+class Metrics:
+    """Prometheus metrics of one engine (own registry: several engines can live in a test)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.decisions = Counter(
+            "mailwarden_guard_decisions",
+            "Decisions by front end and action",
+            ["front", "action"],
+            registry=self.registry,
+        )
+        self.store_errors = Counter(
+            "mailwarden_guard_store_errors",
+            "Decisions made without the store (fail open or closed)",
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "mailwarden_guard_decision_seconds",
+            "Time to decide, store included",
+            buckets=(0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.2, 1.0),
+            registry=self.registry,
+        )
+        self.locks = Counter(
+            "mailwarden_guard_locks", "Accounts locked by the guard", registry=self.registry
+        )
+
+
+class Engine:
+    def __init__(
+        self,
+        config: GuardConfig,
+        store: Store,
+        detector: Detector,
+        *,
+        clock: Callable[[], float] = time.time,
+        name: str = "guard",
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.detector = detector
+        self.clock = clock
+        self.name = name
+        self.metrics = Metrics()
+        self.locker = Locker(config.lock)
+        self.alerter = Alerter(config.alerts)
+        self._tasks: set[asyncio.Task[object]] = set()
+        self._last_store_alert = -STORE_ALERT_INTERVAL
+        self._last_hold_alert: dict[str, float] = {}
+        self.store_down = False
+
+    # -- deciding --------------------------------------------------------------------------
+
+    async def decide(self, obs: Observation, front: str = "policy") -> Verdict:
+        start = time.perf_counter()
+        try:
+            verdict = await self.store.decide(obs, self.detector)
+            self.store_down = False
+        except StoreError as exc:
+            verdict = self._store_failed(exc, obs.user)
+        if verdict.action is not Action.ACCEPT:
+            await self._escalate(obs, verdict, front)
+        self.metrics.decisions.labels(front, verdict.action.value).inc()
+        self.metrics.latency.observe(time.perf_counter() - start)
+        return verdict
+
+    async def locked(self, user: str) -> str | None:
+        """The lock reason of ``user`` or None; a store failure counts as not locked (fail
+        open) or as a tempfail (fail closed, reported as a lock reason)."""
+        try:
+            return await self.store.locked(user)
+        except StoreError as exc:
+            verdict = self._store_failed(exc, user)
+            return verdict.text if verdict.action is not Action.ACCEPT else None
+
+    def _store_failed(self, exc: StoreError, user: str) -> Verdict:
+        self.metrics.store_errors.inc()
+        self.store_down = True
+        closed = self.config.on_store_error == "tempfail"
+        record: dict[str, object] = {
+            "event": "store-error",
+            "guard": self.name,
+            "store": self.store.name,
+            "user": user,
+            "error": exc.message,
+            "mode": "fail-closed" if closed else "fail-open",
+        }
+        log.error(json.dumps(record))
+        now = self.clock()
+        if now - self._last_store_alert >= STORE_ALERT_INTERVAL:
+            self._last_store_alert = now
+            mode = "mail is tempfailed" if closed else "mail flows unchecked"
+            self._background(
+                self.alerter.send(
+                    f"mailwarden guard {self.name}: state store {self.store.name} is down, {mode}",
+                    record,
+                )
+            )
+        if closed:
+            return Verdict(Action.THROTTLE, 0.0, ("guard state store unavailable",))
+        return Verdict(Action.ACCEPT, 0.0, ("store down: fail open",))
+
+    async def _escalate(self, obs: Observation, verdict: Verdict, front: str) -> None:
+        record: dict[str, object] = {
+            "event": "decision",
+            "guard": self.name,
+            "front": front,
+            "user": obs.user,
+            "action": verdict.action.value,
+            "score": verdict.score,
+            "reasons": list(verdict.reasons),
+            "network": obs.network,
+            "time": obs.now,
+        }
+        log.warning(json.dumps(record, ensure_ascii=False))
+        if verdict.action is Action.REJECT or verdict.reasons == ("guard state store unavailable",):
+            return
+        try:
+            await self.store.add_event(
+                Event(
+                    obs.user,
+                    obs.now,
+                    verdict.action.value,
+                    verdict.text,
+                    {"score": str(verdict.score), "front": front, "guard": self.name},
+                )
+            )
+        except StoreError as exc:
+            log.error(json.dumps({"event": "store-error", "error": exc.message}))
+        if verdict.action is Action.LOCK:
+            self.metrics.locks.inc()
+            self._background(self._on_lock(obs.user, verdict.text, record))
+        elif verdict.action is Action.HOLD:
+            last = self._last_hold_alert.get(obs.user, -HOLD_ALERT_INTERVAL)
+            if obs.now - last >= HOLD_ALERT_INTERVAL:
+                self._last_hold_alert[obs.user] = obs.now
+                self._background(
+                    self.alerter.send(f"mailwarden guard: mail of {obs.user} held", record)
+                )
+
+    async def _on_lock(self, user: str, reason: str, record: dict[str, object]) -> None:
+        result = await self.locker.set(user, locked=True, reason=reason)
+        record = {**record, "lock_action": result.detail, "lock_ok": result.ok}
+        log.warning(
+            json.dumps({"event": "lock", "user": user, "detail": result.detail, "ok": result.ok})
+        )
+        await self.alerter.send(f"mailwarden guard: account {user} locked", record)
+
+    def _background(self, job: Coroutine[object, object, object]) -> None:
+        task: asyncio.Task[object] = asyncio.ensure_future(job)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self, timeout: float = 10.0) -> None:
+        """Wait for background actions (locks, alerts) to finish; used at shutdown and tests."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=timeout)
+
+    # -- holds -----------------------------------------------------------------------------
+
+    async def record_hold(self, queue_id: str, user: str, reason: str) -> None:
+        try:
+            await self.store.add_hold(HoldInfo(queue_id, user, reason, self.clock()))
+        except StoreError as exc:
+            log.error(json.dumps({"event": "store-error", "error": exc.message}))

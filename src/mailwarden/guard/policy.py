@@ -1,0 +1,152 @@
+"""The Postfix SMTPD policy delegation protocol (``check_policy_service``) on asyncio.
+
+Postfix sends ``name=value`` lines ended by an empty line and waits for ``action=...`` and an
+empty line, reusing the connection. Wire it at RCPT (``smtpd_recipient_restrictions``) and at
+END-OF-DATA (``smtpd_end_of_data_restrictions``): the second check is the final gate that
+refuses the whole message when the account was locked while the message was being submitted.
+Always with ``default_action=DUNNO``, so mail flows if the guard is down.
+
+Requests are untrusted and bounded: at most 64 attributes, lines of at most 8 KiB, 64 KiB per
+request; a client that breaks the limits is disconnected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+from mailwarden.guard.detector import Action, Observation, Verdict
+from mailwarden.guard.engine import Engine
+from mailwarden.guard.signals import network_of
+
+log = logging.getLogger("mailwarden.guard")
+
+MAX_LINE = 8192
+MAX_ATTRS = 64
+MAX_REQUEST = 65536
+MAX_HELD_PER_CONNECTION = 1000
+
+
+class ProtocolError(ValueError):
+    """The peer does not speak the policy protocol (or breaks its bounds)."""
+
+
+def parse_request(lines: list[bytes]) -> dict[str, str]:
+    """Attribute lines (without the final empty line) → dict; raises :class:`ProtocolError`."""
+    if len(lines) > MAX_ATTRS:
+        raise ProtocolError(f"more than {MAX_ATTRS} attributes")
+    request: dict[str, str] = {}
+    for raw in lines:
+        line = raw.rstrip(b"\r\n").decode("utf-8", "replace")
+        name, sep, value = line.partition("=")
+        if not sep or not name:
+            raise ProtocolError(f"not name=value: {line[:40]!r}")
+        request[name] = value
+    return request
+
+
+def _clean(text: str) -> str:
+    """Text safe to put into an SMTP reply: printable ASCII, one line, bounded."""
+    return "".join(ch if " " <= ch <= "~" else "?" for ch in text)[:300]
+
+
+def action_for(verdict: Verdict, user: str, stage: str) -> str:
+    """The access(5) action for a verdict at ``stage`` (RCPT or END-OF-MESSAGE)."""
+    why = _clean(verdict.text)
+    who = _clean(user)
+    match verdict.action:
+        case Action.ACCEPT:
+            return "DUNNO"
+        case Action.THROTTLE:
+            verb = "DEFER_IF_PERMIT" if stage == "RCPT" else "DEFER"
+            return f"{verb} 4.7.1 Sending rate of {who} is unusual; try again later ({why})"
+        case Action.HOLD:
+            return f"HOLD guard: held for review ({why})"
+        case Action.LOCK:
+            return f"REJECT 5.7.1 Account {who} is locked ({why}); contact the helpdesk"
+        case Action.REJECT:
+            return f"REJECT 5.7.1 Account {who} is locked; contact the helpdesk"
+    raise AssertionError(verdict.action)
+
+
+class PolicyServer:
+    """One instance serves every connection of one MTA (or several, sharing the engine)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.config = engine.config
+        self.local_domains = engine.detector.local_domains
+
+    async def respond(self, request: dict[str, str], held: dict[str, str]) -> str:
+        user = request.get("sasl_username", "")[:256]
+        if not user:
+            return "DUNNO"  # not an authenticated submission: the relay rules decide
+        stage = request.get("protocol_state", "").upper()
+        now = self.engine.clock()
+        instance = request.get("instance", "")[:64]
+        if stage == "RCPT":
+            rcpt = request.get("recipient", "")[:320].lower()
+            obs = Observation(user=user, now=now, recipients=(rcpt,) if rcpt else ())
+            verdict = await self.engine.decide(obs, "policy")
+            if verdict.action is Action.HOLD and instance and len(held) < MAX_HELD_PER_CONNECTION:
+                held[instance] = verdict.text
+            return action_for(verdict, user, stage)
+        if stage not in ("END-OF-MESSAGE", "DATA"):
+            return "DUNNO"
+        reason = held.pop(instance, None) if instance else None
+        if self.config.message_stage == "policy" and stage == "END-OF-MESSAGE":
+            try:
+                count = int(request.get("recipient_count", "0") or 0)
+            except ValueError:
+                count = 0
+            obs = Observation(
+                user=user,
+                now=now,
+                message=True,
+                rcpt_count=min(max(count, 0), 100_000),
+                network=network_of(request.get("client_address", "")),
+            )
+            verdict = await self.engine.decide(obs, "policy")
+        else:
+            why = await self.engine.locked(user)
+            verdict = Verdict(Action.REJECT, 0.0, (why,)) if why else Verdict(Action.ACCEPT)
+        if verdict.action is Action.ACCEPT and reason is not None:
+            verdict = Verdict(Action.HOLD, 0.0, (reason,))
+        if verdict.action is Action.HOLD:
+            queue_id = request.get("queue_id", "")[:64]
+            if queue_id:
+                await self.engine.record_hold(queue_id, user, verdict.text)
+        return action_for(verdict, user, stage)
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held: dict[str, str] = {}
+        try:
+            while True:
+                lines: list[bytes] = []
+                size = 0
+                while True:
+                    try:
+                        line = await reader.readuntil(b"\n")
+                    except asyncio.LimitOverrunError:
+                        raise ProtocolError("line too long") from None
+                    except asyncio.IncompleteReadError:
+                        return  # the MTA closed the connection
+                    size += len(line)
+                    if len(line) > MAX_LINE or size > MAX_REQUEST:
+                        raise ProtocolError("request too large")
+                    if line in (b"\n", b"\r\n"):
+                        break
+                    lines.append(line)
+                if not lines:
+                    continue
+                request = parse_request(lines)
+                action = await self.respond(request, held)
+                writer.write(f"action={action}\n\n".encode())
+                await writer.drain()
+        except ProtocolError as exc:
+            log.warning(json.dumps({"event": "policy-protocol-error", "error": str(exc)}))
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()

@@ -1,0 +1,78 @@
+"""Assembling a running guard from the site file: store, detector, engine, servers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from pathlib import Path
+
+from mailwarden.errors import ConfigError
+from mailwarden.guard import listen
+from mailwarden.guard.config import GuardConfig
+from mailwarden.guard.detector import Detector
+from mailwarden.guard.engine import Engine
+from mailwarden.guard.policy import PolicyServer
+from mailwarden.guard.store.base import Store
+from mailwarden.guard.store.memory import MemoryStore
+from mailwarden.guard.store.sqlite import SqliteStore
+from mailwarden.site.model import Site
+
+log = logging.getLogger("mailwarden.guard")
+
+CHECKPOINT_SECONDS = 60.0
+
+
+def guard_config(site: Site, source: str) -> GuardConfig:
+    if site.guard is None:
+        raise ConfigError(f"{source}: no [guard] section; see docs/guard.md")
+    return site.guard
+
+
+def local_domains(site: Site, config: GuardConfig) -> frozenset[str]:
+    return frozenset(d.lower() for d in (config.local_domains or tuple(site.served_names())))
+
+
+def open_store(config: GuardConfig, base_dir: Path) -> Store:
+    if config.store == "memory":
+        return MemoryStore()
+    if config.store == "sqlite":
+        path = config.state_path
+        return SqliteStore(path if path.is_absolute() else base_dir / path)
+    raise ConfigError("guard store 'redis' is not available in this version")
+
+
+def build_engine(site: Site, config: GuardConfig, base_dir: Path, name: str = "guard") -> Engine:
+    store = open_store(config, base_dir)
+    return Engine(config, store, Detector(config, local_domains(site, config)), name=name)
+
+
+async def serve(
+    engine: Engine, *, policy: str, milter: str, ready: asyncio.Event | None = None
+) -> None:
+    """Serve the policy protocol (and the milter) until cancelled; checkpoint state."""
+    servers = []
+    if policy:
+        servers.append(await listen.start(policy, PolicyServer(engine).handle, what="policy"))
+    if milter:
+        raise ConfigError("the guard milter is not available in this version")
+    log.info(
+        json.dumps(
+            {"event": "listening", "policy": policy, "milter": milter, "store": engine.store.name}
+        )
+    )
+    if ready is not None:
+        ready.set()
+    try:
+        while True:
+            await asyncio.sleep(CHECKPOINT_SECONDS)
+            checkpoint = getattr(engine.store, "checkpoint", None)
+            if checkpoint is not None:
+                with contextlib.suppress(Exception):
+                    checkpoint()
+    finally:
+        for server in servers:
+            server.close()
+        await engine.drain(5.0)
+        await engine.store.close()

@@ -1,0 +1,80 @@
+"""The store interface and the records it keeps (no message content, ever)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from mailwarden.errors import MailwardenError
+from mailwarden.guard.detector import Detector, Observation, Verdict
+
+MAX_HISTORY = 200
+"""Events kept per user; older ones are dropped (the structured log keeps everything)."""
+
+
+class StoreError(MailwardenError):
+    """The state store could not answer (Redis down, database locked or corrupt)."""
+
+    code = "GUARD-STORE"
+
+
+@dataclass(frozen=True, slots=True)
+class LockInfo:
+    user: str
+    reason: str
+    since: float
+    by: str = "guard"
+    """``guard`` (the ladder) or the admin who locked by hand."""
+
+
+@dataclass(frozen=True, slots=True)
+class HoldInfo:
+    """A message in the MTA's hold queue because of the guard."""
+
+    queue_id: str
+    user: str
+    reason: str
+    since: float
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One entry of a user's history: a decision above accept, or an admin action."""
+
+    user: str
+    when: float
+    action: str
+    reason: str
+    detail: dict[str, str] = field(default_factory=dict)
+
+
+class Store(Protocol):
+    name: str
+
+    async def decide(self, obs: Observation, detector: Detector) -> Verdict:
+        """Record ``obs`` and return the verdict, atomically per user."""
+        ...
+
+    async def locked(self, user: str) -> str | None: ...
+
+    async def lock(self, user: str, reason: str, now: float, by: str = "guard") -> None: ...
+
+    async def unlock(self, user: str) -> bool: ...
+
+    async def locks(self) -> list[LockInfo]: ...
+
+    async def add_hold(self, hold: HoldInfo) -> None: ...
+
+    async def holds(self) -> list[HoldInfo]: ...
+
+    async def drop_holds(self, key: str) -> list[HoldInfo]:
+        """Forget the holds of queue id or user ``key`` (after a release); return them."""
+        ...
+
+    async def add_event(self, event: Event) -> None: ...
+
+    async def history(self, user: str, limit: int = 50) -> list[Event]: ...
+
+    async def ping(self) -> None: ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,86 @@
+"""In-memory state for one MTA: the detector's :class:`UserState` per user in a dict.
+
+Decisions never wait on I/O here, which is what makes the memory path fast; the asyncio loop
+runs one decision at a time, so per-user updates are atomic without locks.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from mailwarden.guard.detector import Detector, Observation, UserState, Verdict, forgive
+from mailwarden.guard.store.base import MAX_HISTORY, Event, HoldInfo, LockInfo
+
+
+class MemoryStore:
+    name = "memory"
+
+    def __init__(self) -> None:
+        self.users: dict[str, UserState] = {}
+        self._locks: dict[str, LockInfo] = {}
+        self._holds: dict[str, HoldInfo] = {}
+        self._history: dict[str, deque[Event]] = {}
+
+    def state(self, user: str) -> UserState:
+        state = self.users.get(user)
+        if state is None:
+            state = self.users[user] = UserState()
+            lock = self._locks.get(user)
+            state.locked = lock.reason if lock else None
+        return state
+
+    async def decide(self, obs: Observation, detector: Detector) -> Verdict:
+        return self.decide_now(obs, detector)
+
+    def decide_now(self, obs: Observation, detector: Detector) -> Verdict:
+        state = self.state(obs.user)
+        verdict = detector.observe(state, obs)
+        if state.locked is not None and obs.user not in self._locks:
+            self._set_lock(LockInfo(obs.user, state.locked, obs.now))
+        return verdict
+
+    def _set_lock(self, info: LockInfo) -> None:
+        self._locks[info.user] = info
+        self.state(info.user).locked = info.reason
+
+    async def locked(self, user: str) -> str | None:
+        lock = self._locks.get(user)
+        return lock.reason if lock else None
+
+    async def lock(self, user: str, reason: str, now: float, by: str = "guard") -> None:
+        self._set_lock(LockInfo(user, reason, now, by))
+
+    async def unlock(self, user: str) -> bool:
+        found = self._locks.pop(user, None) is not None
+        state = self.users.get(user)
+        if state is not None:
+            found = found or state.locked is not None
+            forgive(state)
+        return found
+
+    async def locks(self) -> list[LockInfo]:
+        return sorted(self._locks.values(), key=lambda lock: lock.since)
+
+    async def add_hold(self, hold: HoldInfo) -> None:
+        self._holds[hold.queue_id] = hold
+
+    async def holds(self) -> list[HoldInfo]:
+        return sorted(self._holds.values(), key=lambda h: h.since)
+
+    async def drop_holds(self, key: str) -> list[HoldInfo]:
+        gone = [h for h in self._holds.values() if key in (h.queue_id, h.user)]
+        for hold in gone:
+            del self._holds[hold.queue_id]
+        return gone
+
+    async def add_event(self, event: Event) -> None:
+        self._history.setdefault(event.user, deque(maxlen=MAX_HISTORY)).append(event)
+
+    async def history(self, user: str, limit: int = 50) -> list[Event]:
+        return list(self._history.get(user, ()))[-limit:]
+
+    async def ping(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,141 @@
+"""The policy server over the real wire: TCP and unix socket, SQLite state, kill -9."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mailwarden.guard.detector import Action, Verdict
+from mailwarden.guard.policy import ProtocolError, action_for, parse_request
+from tests.fixtures.guard_server import PolicyClient, running_guard, write_site
+
+GUARD = """
+[guard]
+store = "sqlite"
+state_path = "guard.sqlite"
+
+[guard.classes.default]
+rcpts_per_minute = 1000
+rcpts_per_hour = 5000
+rcpts_per_day = 20000
+
+[guard.members]
+bulk = ["newsletter"]
+"""
+
+
+def cli(site: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mailwarden", "guard", "--config", str(site), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def blast(client: PolicyClient, user: str, messages: int, per_message: int = 20) -> list[str]:
+    """A scripted spam run: many external domains, RCPT checks then END-OF-MESSAGE."""
+    actions = []
+    for m in range(messages):
+        instance = f"{user}-{m}"
+        for k in range(per_message):
+            actions.append(client.rcpt(user, f"v{m}x{k}@d{m}-{k}.example", instance=instance))
+        actions.append(client.eom(user, per_message, instance=instance, queue_id=f"Q{m}"))
+    return actions
+
+
+def test_parse_request_bounds() -> None:
+    assert parse_request([b"a=b\n", b"c==d\n"]) == {"a": "b", "c": "=d"}
+    with pytest.raises(ProtocolError):
+        parse_request([b"garbage\n"])
+    with pytest.raises(ProtocolError):
+        parse_request([b"a=b\n"] * 65)
+
+
+def test_actions_map_to_postfix_access_verbs() -> None:
+    assert action_for(Verdict(Action.ACCEPT), "u", "RCPT") == "DUNNO"
+    assert action_for(Verdict(Action.THROTTLE, 2, ("x",)), "u", "RCPT").startswith(
+        "DEFER_IF_PERMIT 4.7.1 "
+    )
+    assert action_for(Verdict(Action.THROTTLE, 2, ("x",)), "u", "END-OF-MESSAGE").startswith(
+        "DEFER 4.7.1 "
+    )
+    assert action_for(Verdict(Action.HOLD, 4, ("x",)), "u", "RCPT").startswith("HOLD ")
+    locked = action_for(Verdict(Action.LOCK, 9, ("a\r\nb",)), "u\n", "RCPT")
+    assert locked.startswith("REJECT 5.7.1 ")
+    assert "\n" not in locked
+    assert "\r" not in locked
+
+
+def test_policy_server_tcp_and_unix_socket_and_kill9_keeps_the_lock(tmp_path: Path) -> None:
+    sock = tmp_path / "policy.sock"
+    site = write_site(tmp_path, GUARD)
+    with running_guard(site) as guard:
+        tcp = PolicyClient(("127.0.0.1", guard.policy_port))
+        # unauthenticated: not ours to judge
+        assert (
+            tcp.ask(request="smtpd_access_policy", protocol_state="RCPT", recipient="x@example.net")
+            == "DUNNO"
+        )
+        # a normal message is accepted at RCPT and END-OF-MESSAGE
+        assert tcp.rcpt("alice", "friend@example.org", instance="a1") == "DUNNO"
+        assert tcp.eom("alice", 1, instance="a1") == "DUNNO"
+        # several requests on one connection, and a spam run climbs the ladder
+        actions = blast(tcp, "mallory", 12)
+        assert any(a.startswith("DEFER_IF_PERMIT 4.7.1") for a in actions), actions
+        assert any(a.startswith("REJECT 5.7.1") and "locked" in a for a in actions), actions
+        first_refusal = next(i for i, a in enumerate(actions) if a != "DUNNO")
+        assert first_refusal < 60, actions[: first_refusal + 1]
+        # the END-OF-MESSAGE check is the final gate for a locked account
+        assert tcp.eom("mallory", 1, instance="late").startswith("REJECT 5.7.1")
+        # alice is unaffected; the bulk class is allowed a newsletter
+        assert tcp.rcpt("alice", "friend2@example.org", instance="a2") == "DUNNO"
+        assert set(blast(tcp, "newsletter", 5, per_message=40)) == {"DUNNO"}
+        tcp.close()
+        guard.kill9()
+        events = [
+            json.loads(line) for line in guard.log_text().splitlines() if line.startswith("{")
+        ]
+        assert any(e.get("action") == "lock" and e.get("user") == "mallory" for e in events)
+
+    # after kill -9 the lock is still there: the CLI sees it, a new server enforces it
+    locked = cli(site, "locked", "--format", "json")
+    assert locked.returncode == 0, locked.stderr
+    assert [x["user"] for x in json.loads(locked.stdout)] == ["mallory"]
+    with running_guard(site, unix=sock) as guard:
+        unix = PolicyClient(str(sock))
+        assert unix.rcpt("mallory", "friend@example.org").startswith("REJECT 5.7.1")
+        status = cli(site, "status", "--format", "json")
+        assert status.returncode == 1  # monitoring: something is locked
+        assert json.loads(status.stdout)["locked"] == 1
+        # unlock from the CLI while the server runs: the server notices at once
+        unlocked = cli(site, "unlock", "mallory")
+        assert unlocked.returncode == 0, unlocked.stderr
+        assert unix.rcpt("mallory", "friend@example.org", instance="n1") == "DUNNO"
+        history = json.loads(cli(site, "history", "mallory", "--format", "json").stdout)
+        assert [e["action"] for e in history][-1] == "unlock"
+        assert "lock" in [e["action"] for e in history]
+        unix.close()
+    assert cli(site, "locked", "--format", "json").stdout.strip() == "[]"
+
+
+def test_policy_server_survives_garbage(tmp_path: Path) -> None:
+    site = write_site(tmp_path, GUARD.replace('"sqlite"', '"memory"', 1))
+    with running_guard(site) as guard:
+        with socket.create_connection(("127.0.0.1", guard.policy_port), timeout=5) as s:
+            s.settimeout(5)
+            try:
+                s.sendall(b"x" * 200_000 + b"\n\n")
+                answer = s.recv(100)
+            except ConnectionResetError:
+                answer = b""
+            assert answer == b""  # disconnected, no answer
+        good = PolicyClient(("127.0.0.1", guard.policy_port))
+        assert good.rcpt("alice", "a@example.org") == "DUNNO"
+        good.close()
