@@ -122,5 +122,5 @@ def run(args: argparse.Namespace) -> int:
                 )
     console.print(services)
     for warning in data["warnings"]:
-        console.print(f"[yellow]warning:[/] {warning}")
+        console.print(f"[yellow]warning:[/] {warning}", soft_wrap=True)
     return 0

@@ -1,0 +1,553 @@
+"""Every endpoint through the real server (``mailwarden serve``, uvicorn, 2 workers, real sockets).
+
+Two sites: the bundled example (``example_server``) and a site built to separate the rules
+(``tests/fixtures/policy_site.py``): one domain per login rule and unknown-address policy, an
+SMTP order in which Outlook 2007 must get a different server, and a service set without
+implicit-TLS SMTP. Expected values come from protocols.md §1–§3 and §7.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import defusedxml.ElementTree as ET
+import httpx
+import pytest
+
+from tests.fixtures.policy_site import write_policy_site
+from tests.fixtures.server import running_server
+
+NS_REQUEST = "http://schemas.microsoft.com/exchange/autodiscover/outlook/requestschema/2006"
+NS_2006 = "http://schemas.microsoft.com/exchange/autodiscover/responseschema/2006"
+NS_2006A = "http://schemas.microsoft.com/exchange/autodiscover/outlook/responseschema/2006a"
+MOBILESYNC_REQUEST = (
+    "http://schemas.microsoft.com/exchange/autodiscover/mobilesync/requestschema/2006"
+)
+MOBILESYNC_RESPONSE = (
+    "http://schemas.microsoft.com/exchange/autodiscover/mobilesync/responseschema/2006"
+)
+OUTLOOK_2007 = "Microsoft Office/12.0 (Windows NT 6.1; Microsoft Office Outlook 12.0.6739; Pro)"
+OUTLOOK_2016 = "Microsoft Office/16.0 (Windows NT 10.0; Microsoft Outlook 16.0.4266; Pro)"
+
+
+def pox_request(
+    email: str | None,
+    *,
+    schema: str = NS_2006A,
+    namespace: str = NS_REQUEST,
+    legacy_dn: str | None = None,
+) -> bytes:
+    parts = [f'<?xml version="1.0" encoding="utf-8"?><Autodiscover xmlns="{namespace}"><Request>']
+    if email is not None:
+        parts.append(f"<EMailAddress>{email}</EMailAddress>")
+    if legacy_dn is not None:
+        parts.append(f"<LegacyDN>{legacy_dn}</LegacyDN>")
+    parts.append(f"<AcceptableResponseSchema>{schema}</AcceptableResponseSchema>")
+    parts.append("</Request></Autodiscover>")
+    return "".join(parts).encode()
+
+
+def pox(
+    base: str,
+    body: bytes,
+    *,
+    path: str = "/autodiscover/autodiscover.xml",
+    user_agent: str | None = None,
+) -> httpx.Response:
+    headers = {"content-type": "text/xml; charset=utf-8"}
+    if user_agent is not None:
+        headers["user-agent"] = user_agent
+    return httpx.post(f"{base}{path}", content=body, headers=headers)
+
+
+def error_code(response: httpx.Response) -> int:
+    assert response.status_code == 200  # §2.8: POX errors travel in a 200
+    root = ET.fromstring(response.content)
+    assert root.tag == f"{{{NS_2006}}}Autodiscover"
+    error = root.find(f"{{{NS_2006}}}Response/{{{NS_2006}}}Error")  # §2.7: not in 2006a
+    assert error is not None, response.text
+    assert re.fullmatch(r"\d\d:\d\d:\d\d\.\d+", error.get("Time", ""))
+    return int(error.findtext(f"{{{NS_2006}}}ErrorCode", ""))
+
+
+def protocols(response: httpx.Response) -> dict[str, dict[str, str]]:
+    """POX settings as {TYPE: {element: text}} (first Protocol of each type)."""
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "text/xml; charset=utf-8"
+    root = ET.fromstring(response.content)
+    account = root.find(f"{{{NS_2006A}}}Response/{{{NS_2006A}}}Account")
+    assert account is not None, response.text
+    assert account.findtext(f"{{{NS_2006A}}}Action") == "settings"
+    found: dict[str, dict[str, str]] = {}
+    for proto in account.findall(f"{{{NS_2006A}}}Protocol"):
+        values = {child.tag.rpartition("}")[2]: child.text or "" for child in proto}
+        found.setdefault(values["Type"], values)
+    return found
+
+
+def usernames(response: httpx.Response) -> list[str]:
+    assert response.status_code == 200, response.text
+    root = ET.fromstring(response.content)
+    return [u.text or "" for u in root.iter("username")]
+
+
+@pytest.fixture(scope="module")
+def policy_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    site = write_policy_site(tmp_path_factory.mktemp("policy-site"))
+    with running_server(site, workers=2) as base:
+        yield base
+
+
+def serve_log(base: str) -> Path:
+    """The log ``running_server`` writes next to the site file (start-up output included)."""
+    port = base.rpartition(":")[2]
+    matches = list(Path("/tmp").glob(f"pytest-of-*/pytest-*/*/serve-{port}.log"))
+    assert matches, f"no log for port {port}"
+    return max(matches, key=lambda p: p.stat().st_mtime)
+
+
+# -- Thunderbird autoconfig ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path", ["/mail/config-v1.1.xml", "/.well-known/autoconfig/mail/config-v1.1.xml"]
+)
+def test_autoconfig_both_paths_url_encoded_address(example_server: str, path: str) -> None:
+    r = httpx.get(f"{example_server}{path}?emailaddress=jane.doe%40example.edu")
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "text/xml; charset=utf-8"
+    assert not r.content.startswith(b"\xef\xbb\xbf")  # no BOM
+    root = ET.fromstring(r.content)
+    assert root.tag == "clientConfig"
+    assert root.get("version") == "1.1"
+    providers = root.findall("emailProvider")
+    assert len(providers) == 1
+    assert providers[0].get("id") == "example.edu"
+    assert usernames(r) == ["jdoe42"] * 5  # alias → account login, on every server
+    assert root.find("emailProvider/outgoingServer") is not None
+    assert b"<password" not in r.content
+    socket_types = [s.text for s in root.iter("socketType")]
+    assert socket_types == ["SSL", "STARTTLS", "SSL", "SSL", "STARTTLS"]
+    assert [p.text for p in root.iter("port")] == ["993", "143", "995", "465", "587"]
+
+
+def test_autoconfig_unquoted_and_mixed_case_address(example_server: str) -> None:
+    a = httpx.get(f"{example_server}/mail/config-v1.1.xml?emailaddress=Jane.Doe@EXAMPLE.edu")
+    assert usernames(a) == ["jdoe42"] * 5
+
+
+def test_autoconfig_alias_domain_falls_back_to_canonical(example_server: str) -> None:
+    # user@mail.example.edu is not listed: the alias domain maps to user@example.edu
+    r = httpx.get(f"{example_server}/mail/config-v1.1.xml?emailaddress=user%40mail.example.edu")
+    assert usernames(r) == ["u0001"] * 5
+
+
+def test_autoconfig_localpart_rule(example_server: str) -> None:
+    r = httpx.get(
+        f"{example_server}/mail/config-v1.1.xml?emailaddress=Ann.Smith%40physics.example.org"
+    )
+    assert usernames(r) == ["Ann.Smith", "Ann.Smith"]
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "autoconfig.example.edu",
+        "example.edu",
+        "autoconfig.example.edu:8080",
+        "EXAMPLE.EDU:443",
+        "autoconfig.example.edu.",
+        "autoconfig.uni-example.de",
+    ],
+)
+def test_generic_document_from_host(example_server: str, host: str) -> None:
+    r = httpx.get(f"{example_server}/mail/config-v1.1.xml", headers={"host": host})
+    assert usernames(r) == ["%EMAILADDRESS%"] * 5
+    assert ET.fromstring(r.content).find("emailProvider").get("id") == "example.edu"  # type: ignore[union-attr]
+
+
+def test_generic_document_localpart_placeholder(example_server: str) -> None:
+    r = httpx.get(
+        f"{example_server}/.well-known/autoconfig/mail/config-v1.1.xml",
+        headers={"host": "physics.example.org"},
+    )
+    assert usernames(r) == ["%EMAILLOCALPART%", "%EMAILLOCALPART%"]
+
+
+@pytest.mark.parametrize(
+    ("url", "host"),
+    [
+        ("/mail/config-v1.1.xml", "autoconfig.unknown.example"),
+        ("/mail/config-v1.1.xml", "127.0.0.1"),
+        ("/mail/config-v1.1.xml?emailaddress=a%40unknown.example", "autoconfig.example.edu"),
+    ],
+)
+def test_unknown_domain_is_404_short_text(example_server: str, url: str, host: str) -> None:
+    r = httpx.get(f"{example_server}{url}", headers={"host": host})
+    assert r.status_code == 404
+    assert r.headers["content-type"].startswith("text/plain")
+    assert r.text == "unknown domain\n"
+
+
+def test_autoconfig_bad_address_is_400(example_server: str) -> None:
+    r = httpx.get(f"{example_server}/mail/config-v1.1.xml?emailaddress=not-an-address")
+    assert r.status_code == 400
+    assert r.text.startswith("invalid emailaddress")
+
+
+def test_autoconfig_moved_domain_redirects(example_server: str) -> None:
+    r = httpx.get(f"{example_server}/mail/config-v1.1.xml?emailaddress=x%40alumni.example.edu")
+    assert r.status_code == 302
+    assert r.headers["location"] == (
+        "https://autoconfig.alumni-mail.example.net/mail/config-v1.1.xml"
+        "?emailaddress=x%40alumni-mail.example.net"
+    )
+
+
+def test_autoconfig_methods(example_server: str) -> None:
+    url = f"{example_server}/mail/config-v1.1.xml?emailaddress=a%40example.edu"
+    head = httpx.head(url)
+    assert head.status_code == 200
+    assert head.content == b""
+    assert int(head.headers["content-length"]) == len(httpx.get(url).content)
+    post = httpx.post(url, content=b"x")
+    assert post.status_code == 405
+    assert post.headers["allow"] == "GET, HEAD"
+
+
+# -- Outlook POX -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/autodiscover/autodiscover.xml",
+        "/Autodiscover/Autodiscover.xml",
+        "/AutoDiscover/AutoDiscover.xml",
+        "/AUTODISCOVER/AUTODISCOVER.XML",
+        "/autodiscover/Autodiscover.xml",
+    ],
+)
+def test_pox_path_any_capitalisation(example_server: str, path: str) -> None:
+    r = pox(example_server, pox_request("jane.doe@example.edu"), path=path)
+    settings = protocols(r)
+    assert settings["IMAP"]["LoginName"] == "jdoe42"
+
+
+def test_pox_settings_follow_protocols_md(example_server: str) -> None:
+    r = pox(example_server, pox_request("Demo.User@Example.EDU"))
+    root = ET.fromstring(r.content)
+    assert root.tag == f"{{{NS_2006}}}Autodiscover"
+    assert (
+        root.find(f"{{{NS_2006A}}}Response/{{{NS_2006A}}}User/{{{NS_2006A}}}DisplayName")
+        is not None
+    )
+    settings = protocols(r)
+    assert set(settings) == {"IMAP", "POP3", "SMTP"}
+    for values in settings.values():
+        assert values["LoginName"] == "u0001"
+        assert values["SPA"] == "off"
+        assert values["DomainRequired"] == "off"
+        assert values["AuthRequired"] == "on"
+        if values["Port"] in ("993", "995", "465"):  # §7.11: never Encryption TLS there
+            assert (values["SSL"], values["Encryption"]) == ("on", "SSL")
+    assert settings["SMTP"]["Port"] == "465"
+    assert settings["SMTP"]["UsePOPAuth"] == "off"
+
+
+def test_pox_https_namespaces_tolerated(example_server: str) -> None:
+    body = pox_request(
+        "jane.doe@example.edu",
+        namespace=NS_REQUEST.replace("http://", "https://"),
+        schema="  " + NS_2006A.replace("http://", "https://").upper() + "\n",
+    )
+    assert protocols(pox(example_server, body))["IMAP"]["LoginName"] == "jdoe42"
+
+
+def test_pox_legacy_dn_only_is_an_error(example_server: str) -> None:
+    body = pox_request(None, legacy_dn="/o=Example/ou=Exchange/cn=Recipients/cn=jdoe")
+    assert error_code(pox(example_server, body)) == 600
+
+
+def test_pox_malformed_xml_is_600(example_server: str) -> None:
+    for body in (b"", b"<Autodiscover", b"not xml at all", b"<a><b></a>", b"\xff\xfe<x/>"):
+        assert error_code(pox(example_server, body)) == 600, body
+
+
+def test_pox_wrong_root_and_missing_request_are_600(example_server: str) -> None:
+    assert error_code(pox(example_server, b"<Other/>")) == 600
+    assert error_code(pox(example_server, f'<Autodiscover xmlns="{NS_REQUEST}"/>'.encode())) == 600
+
+
+def test_pox_mobilesync_schema_is_601(example_server: str) -> None:
+    body = pox_request(
+        "jane.doe@example.edu", namespace=MOBILESYNC_REQUEST, schema=MOBILESYNC_RESPONSE
+    )
+    assert error_code(pox(example_server, body)) == 601
+
+
+def test_pox_bad_address_and_unknown_domain(example_server: str) -> None:
+    assert error_code(pox(example_server, pox_request("no-at-sign"))) == 600
+    assert error_code(pox(example_server, pox_request("x@unknown.example"))) == 500
+
+
+def test_pox_moved_domain_redirect_addr(example_server: str) -> None:
+    r = pox(example_server, pox_request("Fred@alumni.example.edu"))
+    assert r.status_code == 200
+    root = ET.fromstring(r.content)
+    account = root.find(f"{{{NS_2006A}}}Response/{{{NS_2006A}}}Account")
+    assert account is not None
+    assert account.findtext(f"{{{NS_2006A}}}Action") == "redirectAddr"
+    assert account.findtext(f"{{{NS_2006A}}}RedirectAddr") == "Fred@alumni-mail.example.net"
+
+
+def test_pox_get_over_http_redirects_to_https(example_server: str) -> None:
+    r = httpx.get(f"{example_server}/Autodiscover/Autodiscover.xml")
+    assert r.status_code == 302
+    assert r.headers["location"] == "https://autodiscover.example.edu/autodiscover/autodiscover.xml"
+
+
+def test_pox_get_over_https_is_an_error_document(example_server: str) -> None:
+    # nginx terminates TLS and says so; the server trusts 127.0.0.1 as its proxy
+    r = httpx.get(
+        f"{example_server}/autodiscover/autodiscover.xml", headers={"x-forwarded-proto": "https"}
+    )
+    assert error_code(r) == 600
+
+
+def test_pox_get_probe_uses_autodiscover_host(policy_server: str) -> None:
+    r = httpx.get(
+        f"{policy_server}/autodiscover/autodiscover.xml",
+        headers={"host": "autodiscover.dir.example"},
+    )
+    assert r.status_code == 302
+    assert r.headers["location"] == "https://autodiscover.dir.example/autodiscover/autodiscover.xml"
+
+
+@pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH", "OPTIONS"])
+def test_pox_other_methods_are_405(example_server: str, method: str) -> None:
+    r = httpx.request(method, f"{example_server}/autodiscover/autodiscover.xml")
+    assert r.status_code == 405
+    assert r.headers["allow"] == "POST, GET"
+
+
+def test_pox_outlook_2007_gets_implicit_tls_smtp(policy_server: str) -> None:
+    body = pox_request("named@dir.example")
+    modern = protocols(pox(policy_server, body, user_agent=OUTLOOK_2016))
+    assert (modern["SMTP"]["Port"], modern["SMTP"]["Encryption"]) == ("587", "TLS")
+    old = protocols(pox(policy_server, body, user_agent=OUTLOOK_2007))
+    assert (old["SMTP"]["Port"], old["SMTP"]["SSL"], old["SMTP"]["Encryption"]) == (
+        "465",
+        "on",
+        "SSL",
+    )
+    assert old["IMAP"]["Port"] == "993"
+    assert old["SMTP"]["LoginName"] == "n0042"
+
+
+def test_serve_warns_when_outlook_2007_gets_no_encrypted_smtp(policy_server: str) -> None:
+    log = serve_log(policy_server).read_text()
+    assert "warning:" in log
+    assert "service set 'starttls-only' has no implicit-TLS SMTP server" in log
+    assert "Outlook 2007" in log
+    assert "'full'" not in log
+
+
+def test_serve_does_not_warn_when_implicit_smtp_exists(example_server: str) -> None:
+    log = serve_log(example_server).read_text()
+    assert "service set 'institute'" in log  # STARTTLS-only SMTP: warned
+    assert "service set 'campus'" not in log  # has 465: no warning
+
+
+def test_pox_autodiscover_off_is_601(policy_server: str) -> None:
+    assert error_code(pox(policy_server, pox_request("x@noad.example"))) == 601
+
+
+# -- Autodiscover v2 JSON ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/autodiscover/autodiscover.json?Email=jane.doe%40example.edu&Protocol={p}",
+        "/autodiscover/autodiscover.json?Email=jane.doe%40example.edu&Protocol={p}&RedirectCount=1",
+        "/autodiscover/autodiscover.json/v1.0/jane.doe@example.edu?Protocol={p}",
+        "/autodiscover/autodiscover.json/v1.0/jane.doe%40example.edu?Protocol={p}",
+        "/Autodiscover/Autodiscover.json/v1.0/jane.doe@example.edu?protocol={p}",
+    ],
+)
+@pytest.mark.parametrize("protocol", ["AutodiscoverV1", "autodiscoverv1", "AUTODISCOVERV1"])
+def test_json_both_forms(example_server: str, url: str, protocol: str) -> None:
+    r = httpx.get(example_server + url.format(p=protocol))
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "application/json; charset=utf-8"
+    assert r.json() == {
+        "Protocol": protocol,  # echoed in the client's spelling, as O365 does
+        "Url": "https://autodiscover.example.edu/autodiscover/autodiscover.xml",
+    }
+
+
+@pytest.mark.parametrize("protocol", ["ActiveSync", "Ews", "Rest", ""])
+def test_json_invalid_protocol_is_400_in_exchange_form(example_server: str, protocol: str) -> None:
+    r = httpx.get(
+        f"{example_server}/autodiscover/autodiscover.json",
+        params={"Email": "jane.doe@example.edu", "Protocol": protocol},
+    )
+    assert r.status_code == 400
+    assert r.headers["content-type"] == "application/json; charset=utf-8"
+    assert r.json() == {
+        "ErrorCode": "InvalidProtocol",
+        "ErrorMessage": f"The given protocol value '{protocol}' is invalid. "
+        "Supported values are 'AutodiscoverV1'",
+    }
+
+
+def test_json_default_public_host_is_autodiscover_domain(policy_server: str) -> None:
+    r = httpx.get(
+        f"{policy_server}/autodiscover/autodiscover.json/v1.0/x@dir-alias.example"
+        "?Protocol=AutodiscoverV1"
+    )
+    assert r.json()["Url"] == "https://autodiscover.dir.example/autodiscover/autodiscover.xml"
+
+
+def test_json_unknown_domain_and_bad_address(example_server: str) -> None:
+    r = httpx.get(
+        f"{example_server}/autodiscover/autodiscover.json?Email=a%40unknown.example"
+        "&Protocol=AutodiscoverV1"
+    )
+    assert r.status_code == 404
+    assert r.json()["ErrorCode"] == "NotFound"
+    r = httpx.get(
+        f"{example_server}/autodiscover/autodiscover.json?Email=bad&Protocol=AutodiscoverV1"
+    )
+    assert r.status_code == 400
+    assert r.json()["ErrorCode"] == "InvalidUser"
+    r = httpx.post(f"{example_server}/autodiscover/autodiscover.json?Protocol=AutodiscoverV1")
+    assert r.status_code == 405
+
+
+# -- unknown addresses -----------------------------------------------------------------------------
+
+
+def _autoconfig(base: str, address: str) -> httpx.Response:
+    return httpx.get(f"{base}/mail/config-v1.1.xml", params={"emailaddress": address})
+
+
+def test_unknown_address_answers_exactly_like_a_known_one(policy_server: str) -> None:
+    """§7 item 18: the default policy must not tell which addresses exist. A known account
+    whose login is its address and an unknown address get the same bytes and headers."""
+    for domain in ("dir.example", "plain.example"):
+        known = f"known@{domain}"
+        for other in (f"nobody@{domain}", f"gone@{domain}"):  # unknown, disabled
+            for pair in (
+                (_autoconfig(policy_server, known), _autoconfig(policy_server, other)),
+                (
+                    pox(policy_server, pox_request(known)),
+                    pox(policy_server, pox_request(other)),
+                ),
+            ):
+                a, b = pair
+                assert a.status_code == b.status_code == 200
+                assert a.content.replace(known.encode(), other.encode()) == b.content
+                strip = {"date", "content-length"}
+                assert {k: v for k, v in a.headers.items() if k not in strip} == {
+                    k: v for k, v in b.headers.items() if k not in strip
+                }
+
+
+def test_address_rule_ignores_the_directory(policy_server: str) -> None:
+    assert (
+        usernames(_autoconfig(policy_server, "known@plain.example")) == ["known@plain.example"] * 5
+    )
+
+
+def test_known_and_disabled_accounts_on_directory_domain(policy_server: str) -> None:
+    assert usernames(_autoconfig(policy_server, "named.alias@dir-alias.example")) == ["n0042"] * 5
+    assert usernames(_autoconfig(policy_server, "gone@dir.example")) == ["gone@dir.example"] * 5
+
+
+def test_reject_policy(policy_server: str) -> None:
+    assert usernames(_autoconfig(policy_server, "member@reject.example")) == ["m1"] * 5
+    r = _autoconfig(policy_server, "nobody@reject.example")
+    assert r.status_code == 404
+    assert r.text == "unknown address\n"
+    assert error_code(pox(policy_server, pox_request("nobody@reject.example"))) == 500
+    assert (
+        protocols(pox(policy_server, pox_request("member@reject.example")))["IMAP"]["LoginName"]
+        == "m1"
+    )
+
+
+def test_generic_policy(policy_server: str) -> None:
+    assert usernames(_autoconfig(policy_server, "member@generic.example")) == ["g1"] * 5
+    unknown = _autoconfig(policy_server, "nobody@generic.example")
+    generic = httpx.get(
+        f"{policy_server}/mail/config-v1.1.xml", headers={"host": "autoconfig.generic.example"}
+    )
+    assert unknown.content == generic.content
+    assert usernames(unknown) == ["%EMAILADDRESS%"] * 5
+    # POX has no placeholders: the typed address is the login
+    settings = protocols(pox(policy_server, pox_request("nobody@generic.example")))
+    assert settings["IMAP"]["LoginName"] == "nobody@generic.example"
+
+
+# -- healthz and metrics ------------------------------------------------------------------------
+
+_SAMPLE = re.compile(r"^(\w+)(\{[^}]*\})? ([0-9.e+-]+)$")
+
+
+def scrape(base: str) -> dict[str, float]:
+    r = httpx.get(f"{base}/metrics")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/plain")
+    samples: dict[str, float] = {}
+    for line in r.text.splitlines():
+        match = _SAMPLE.match(line)
+        if match:
+            samples[match.group(1) + (match.group(2) or "")] = float(match.group(3))
+    return samples
+
+
+def test_healthz(example_server: str) -> None:
+    r = httpx.get(f"{example_server}/healthz")
+    assert (r.status_code, r.text) == (200, "ok\n")
+
+
+def test_metrics_count_across_two_workers(policy_server: str) -> None:
+    """Fresh connections spread over both workers; every scrape, whichever worker answers,
+    must show the sum of all of them."""
+    ok = 'mailwarden_http_requests_total{endpoint="autoconfig",status="200"}'
+    not_found = 'mailwarden_http_requests_total{endpoint="autoconfig",status="404"}'
+    pox_ok = 'mailwarden_http_requests_total{endpoint="autodiscover-xml",status="200"}'
+    json_bad = 'mailwarden_http_requests_total{endpoint="autodiscover-json",status="400"}'
+    unknown = "mailwarden_unknown_addresses_total"
+    lookups = "mailwarden_directory_lookup_seconds_count"
+    before = scrape(policy_server)
+    for i in range(20):
+        _autoconfig(policy_server, f"nobody{i}@dir.example")  # unknown: lookup + counter
+        _autoconfig(policy_server, "named@dir.example")  # known: lookup only
+    for _ in range(5):
+        _autoconfig(policy_server, "x@unknown-domain.example")  # 404, no lookup
+        pox(policy_server, pox_request("named@dir.example"))
+        httpx.get(f"{policy_server}/autodiscover/autodiscover.json?Email=a%40dir.example")
+    for _ in range(6):
+        after = scrape(policy_server)
+        assert after.get(ok, 0) - before.get(ok, 0) == 40
+        assert after.get(not_found, 0) - before.get(not_found, 0) == 5
+        assert after.get(pox_ok, 0) - before.get(pox_ok, 0) == 5
+        assert after.get(json_bad, 0) - before.get(json_bad, 0) == 5
+        assert after.get(unknown, 0) - before.get(unknown, 0) == 20
+        assert after.get(lookups, 0) - before.get(lookups, 0) == 45
+        assert after['mailwarden_directory_lookup_seconds_bucket{le="+Inf"}'] == after[lookups]
+
+
+def test_metrics_with_one_worker(tmp_path: Path) -> None:
+    site = write_policy_site(tmp_path)
+    with running_server(site, workers=1) as base:
+        _autoconfig(base, "nobody@dir.example")
+        samples = scrape(base)
+    assert samples['mailwarden_http_requests_total{endpoint="autoconfig",status="200"}'] == 1
+    assert samples["mailwarden_unknown_addresses_total"] == 1
+    assert samples["mailwarden_directory_lookup_seconds_count"] == 1
