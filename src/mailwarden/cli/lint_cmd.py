@@ -8,12 +8,22 @@ from dataclasses import replace
 from pathlib import Path
 
 from mailwarden.cli.common import add_format_option, console, formatter
+from mailwarden.lint.addresses import parse_literal
 from mailwarden.lint.errors import LintInputError
 from mailwarden.lint.findings import LintReport
+from mailwarden.lint.postfix_rules import check_postfix
 from mailwarden.lint.report import render_text, to_json
 from mailwarden.lint.sendmail import DEFAULT_VERSION, parse_sendmail
 from mailwarden.lint.sendmail_rules import check_sendmail
-from mailwarden.lint.system import BINDV6ONLY, make_resolver, read_bindv6only, read_config
+from mailwarden.lint.system import (
+    BINDV6ONLY,
+    local_addresses,
+    make_resolver,
+    read_bindv6only,
+    read_config,
+    read_postfix,
+    this_host_name,
+)
 
 HELP = """\
 Lint the IPv4/IPv6 listening and sending setup of sendmail or Postfix: for every daemon,
@@ -95,6 +105,27 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         f"{DEFAULT_VERSION[0]}.{DEFAULT_VERSION[1]})",
     )
     sendmail.set_defaults(func=run_sendmail)
+    postfix = mta.add_parser(
+        "postfix",
+        help="lint a Postfix configuration directory",
+        description=POSTFIX_HELP,
+        formatter_class=formatter(),
+    )
+    postfix.add_argument("directory", metavar="DIR", type=Path, help="holds main.cf, master.cf")
+    _resolution_options(postfix)
+    postfix.add_argument(
+        "--local-address",
+        metavar="ADDR",
+        action="append",
+        default=[],
+        help="an address the target host has (repeatable; default: this machine's addresses)",
+    )
+    postfix.add_argument(
+        "--myhostname",
+        metavar="NAME",
+        help="the target's host name when main.cf does not set myhostname (default: this one's)",
+    )
+    postfix.set_defaults(func=run_postfix)
 
 
 def _version(text: str) -> tuple[int, int]:
@@ -143,4 +174,31 @@ def run_sendmail(args: argparse.Namespace) -> int:
             )
     notes.append(how)
     report = check_sendmail(config, resolver, bindv6only=bindv6only, version=version)
+    return _emit(replace(report, notes=tuple(notes)), args.format)
+
+
+def run_postfix(args: argparse.Namespace) -> int:
+    resolver, how = make_resolver(args.hosts, args.resolve)
+    config = read_postfix(args.directory)
+    notes = [how]
+    if args.local_address:
+        local: set[str] = set()
+        for value in args.local_address:
+            literal = parse_literal(value)
+            if literal is None:
+                raise LintInputError("--local-address", 0, f"{value!r} is not an IP address")
+            local.add(literal.text)
+        notes.append("local addresses from --local-address: " + ", ".join(sorted(local)))
+    else:
+        local = set(local_addresses())
+        notes.append(
+            "local addresses of this machine: "
+            + (", ".join(sorted(local)) or "none found")
+            + "; pass --local-address to predict another host"
+        )
+    myhostname = args.myhostname or this_host_name()
+    if "myhostname" not in config.parameters:
+        source = "--myhostname" if args.myhostname else "this machine"
+        notes.append(f"myhostname = {myhostname} (not set in main.cf; from {source})")
+    report = check_postfix(config, resolver, local_addresses=local, myhostname=myhostname)
     return _emit(replace(report, notes=tuple(notes)), args.format)

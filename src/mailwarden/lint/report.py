@@ -6,6 +6,7 @@ They only format; every decision (outcomes, severities, the exit status) was mad
 from __future__ import annotations
 
 import json
+from pathlib import PurePath
 
 from rich.console import Console
 from rich.markup import escape
@@ -56,7 +57,9 @@ def render_text(report: LintReport, console: Console) -> None:
     """Predictions as a table, then each finding with its explanation and corrected lines."""
     for note in report.notes:
         console.print(f"[dim]note: {escape(note)}[/]")
-    table = Table(title=f"{report.mta}: {report.target}", title_justify="left")
+    table = Table(
+        title=f"{report.mta}: {escape(report.target)} — predicted at start-up", title_justify="left"
+    )
     for column in ("kind", "name", "predicted outcome", "detail", "where"):
         table.add_column(column)
     for p in report.predictions:
@@ -66,7 +69,9 @@ def render_text(report: LintReport, console: Console) -> None:
             escape(p.subject),
             f"[{style}]{escape(p.outcome.value)}[/]",
             escape(p.detail),
-            escape(_where(p.file, p.line)),
+            f"{PurePath(p.file).name}:{p.line}"
+            if p.line
+            else ("" if p.kind == "mta" else "default"),
         )
     console.print(table)
     console.print()

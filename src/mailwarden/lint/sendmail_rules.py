@@ -405,7 +405,7 @@ def check_sendmail(
             else replace(
                 p,
                 outcome=Outcome.NOT_STARTED,
-                detail=f"sendmail stops before it binds ({p.detail} once fixed)",
+                detail=f"once the fatal error is fixed: {p.detail}",
             )
             for p in predictions
         ]

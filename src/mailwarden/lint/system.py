@@ -11,6 +11,7 @@ from pathlib import Path
 
 from mailwarden.lint.addresses import Family, parse_literal
 from mailwarden.lint.errors import LintInputError
+from mailwarden.lint.postfix import PostfixConfig, parse_main, parse_master
 from mailwarden.lint.resolution import (
     Resolver,
     StaticResolver,
@@ -103,3 +104,22 @@ def make_resolver(hosts: Path | None, resolve: list[str]) -> tuple[Resolver, str
         StaticResolver(table, "--resolve", fallback=base),
         f"names resolved from --resolve ({names}), then by {base.description}",
     )
+
+
+def read_postfix(directory: Path) -> PostfixConfig:
+    """``DIR/main.cf`` and ``DIR/master.cf`` parsed; a missing file is a one-line error."""
+    if not directory.is_dir():
+        raise LintInputError(str(directory), 0, "not a directory (expected a Postfix config dir)")
+    main = directory / "main.cf"
+    master = directory / "master.cf"
+    return PostfixConfig(
+        str(main),
+        str(master),
+        parse_main(read_config(main), str(main)),
+        parse_master(read_config(master), str(master)),
+    )
+
+
+def this_host_name() -> str:
+    """This machine's fully qualified name: Postfix's default ``myhostname``."""
+    return socket.getfqdn()
