@@ -82,7 +82,7 @@ def parse_request(body: bytes) -> PoxRequest:
         raise PoxRequestError(
             ErrorCode.INVALID_REQUEST, "DTDs and entities are not accepted"
         ) from None
-    except (ET.ParseError, ValueError):
+    except (ET.ParseError, ValueError, LookupError):  # LookupError: unknown encoding="…"
         raise PoxRequestError(ErrorCode.INVALID_REQUEST, "body is not well-formed XML") from None
     if _local(root.tag) != "Autodiscover":
         raise PoxRequestError(ErrorCode.INVALID_REQUEST, "root element is not Autodiscover")

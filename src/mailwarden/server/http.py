@@ -18,6 +18,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 MAX_QUERY = 4096
+MAX_QUERY_FIELDS = 50
 TEXT = b"text/plain; charset=utf-8"
 
 _COMMON_HEADERS = [
@@ -31,7 +32,7 @@ class BodyTooLarge(Exception):
 
 
 class QueryTooLong(Exception):
-    """The query string exceeds :data:`MAX_QUERY`."""
+    """The query string exceeds :data:`MAX_QUERY` bytes or :data:`MAX_QUERY_FIELDS` fields."""
 
 
 def header(scope: Scope, name: bytes) -> bytes | None:
@@ -50,13 +51,17 @@ def query_params(scope: Scope) -> dict[str, str]:
     if len(raw) > MAX_QUERY:
         raise QueryTooLong
     params: dict[str, str] = {}
-    for key, value in parse_qsl(
-        raw.decode("latin-1"),
-        keep_blank_values=True,
-        max_num_fields=50,
-        encoding="utf-8",
-        errors="replace",
-    ):
+    try:
+        pairs = parse_qsl(
+            raw.decode("latin-1"),
+            keep_blank_values=True,
+            max_num_fields=MAX_QUERY_FIELDS,
+            encoding="utf-8",
+            errors="replace",
+        )
+    except ValueError:  # more than MAX_QUERY_FIELDS fields
+        raise QueryTooLong from None
+    for key, value in pairs:
         params.setdefault(key.lower(), value)
     return params
 
