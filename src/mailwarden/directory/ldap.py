@@ -26,7 +26,7 @@ import bonsai
 import bonsai.errors
 from bonsai.asyncio import AIOLDAPConnection
 
-from mailwarden.address import Address
+from mailwarden.address import MAX_ADDRESS, Address
 from mailwarden.directory.base import Account
 from mailwarden.directory.filter import FilterError, render_filter
 from mailwarden.errors import DirectoryError
@@ -178,6 +178,8 @@ class LdapDirectory:
 
     async def search(self, address: Address) -> tuple[list[bonsai.LDAPEntry] | None, LookupTrace]:
         """The entries matching ``address`` (None: more than one) and how they were found."""
+        if len(address.key.encode("utf-8")) > MAX_ADDRESS:  # no such mailbox can exist
+            return [], LookupTrace("-", 0.0, "", 0)
         try:
             text = render_filter(self.config.filter, address)
         except FilterError as exc:

@@ -1,0 +1,42 @@
+"""Site-file snippets and model objects pointing at the test servers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mailwarden.site.model import LdapDirectory, SqlDirectory
+from tests.fixtures.postgres import Postgres
+from tests.fixtures.slapd import PEOPLE_DN, SERVICE_DN, Slapd
+
+POSTFIXADMIN_QUERY = (
+    "SELECT m.username AS login, m.name AS display_name, (m.active AND a.active) AS enabled "
+    "FROM alias a JOIN mailbox m ON m.username = a.goto WHERE a.address = :address"
+)
+
+
+def ldap_config(slapd: Slapd, **overrides: Any) -> LdapDirectory:
+    values: dict[str, Any] = {
+        "backend": "ldap",
+        "servers": [slapd.url],
+        "starttls": False,
+        "bind_dn": SERVICE_DN,
+        "password_file": slapd.password_file,
+        "base_dn": PEOPLE_DN,
+        "attributes": {"login": "uid", "display_name": "cn", "enabled": "mailEnabled"},
+        "timeout": 1.0,
+        "connect_timeout": 1.0,
+    }
+    values.update(overrides)
+    return LdapDirectory.model_validate(values)
+
+
+def sql_config(pg: Postgres, **overrides: Any) -> SqlDirectory:
+    values: dict[str, Any] = {
+        "backend": "sql",
+        "url": pg.url,
+        "password_file": pg.password_file,
+        "query": POSTFIXADMIN_QUERY,
+        "timeout": 1.0,
+    }
+    values.update(overrides)
+    return SqlDirectory.model_validate(values)
