@@ -98,7 +98,11 @@ def test_generic_subject_shows_no_placeholder(example_site: Site) -> None:
 
 
 def test_every_client_has_steps_and_a_revocation_note(example_site: Site) -> None:
-    for lang, word in (("en", "Certificate check"), ("de", "Zertifikatsprüfung")):
+    cases: tuple[tuple[setup_page.Lang, str], ...] = (
+        ("en", "Certificate check"),
+        ("de", "Zertifikatsprüfung"),
+    )
+    for lang, word in cases:
         html = _result_page(example_site, "a@example.edu", Subject("a@example.edu", "a"), lang)
         for client in setup_page.CLIENTS:
             start = html.index(f'id="client-{client}"')
