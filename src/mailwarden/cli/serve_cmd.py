@@ -9,6 +9,7 @@ from pathlib import Path
 
 from mailwarden.cli.common import add_config_option, console, formatter
 from mailwarden.errors import InputError
+from mailwarden.profiles.signing import load_signer
 from mailwarden.server.app import outlook_2007_warning
 from mailwarden.server.asgi import CONFIG_ENV
 from mailwarden.site import Site, load_site
@@ -92,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = Path(args.config).resolve()
     site = load_site(config)  # fail here, once, with a clear message, not in every worker
+    load_signer(site.profiles)  # likewise for an unreadable or mismatched signing key
     host, port = parse_listen(args.listen)
     if args.workers < 1:
         raise InputError("--workers must be at least 1")
