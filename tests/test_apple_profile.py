@@ -5,6 +5,7 @@ from __future__ import annotations
 import plistlib
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -320,3 +321,19 @@ def test_mobileconfig_endpoint_signed(
     assert result.returncode == 0, result.stderr.decode()
     (account,) = plistlib.loads((tmp_path / "out.plist").read_bytes())["PayloadContent"]
     assert account["IncomingMailServerUsername"] == "mmuster"
+
+
+def test_serve_refuses_a_bad_signing_key(example_site_file: Path) -> None:
+    with example_site_file.open("a", encoding="utf-8") as file:
+        file.write('\n[profiles]\nsigning_certificate = "nope.pem"\nsigning_key = "nope.key"\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "mailwarden", "serve", "--config", str(example_site_file)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    message = " ".join(result.stderr.split())  # the console may wrap long lines
+    assert "nope.pem: cannot read the profile signing certificate" in message
+    assert "Traceback" not in result.stderr
