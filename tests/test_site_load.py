@@ -8,15 +8,20 @@ subprocess: exit status 0/2, JSON for scripts, and never a traceback.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+import typing
 from pathlib import Path
+from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
 from mailwarden.errors import ConfigError
-from mailwarden.site import load_site, parse_site
-from tests.fixtures.paths import EXAMPLES
+from mailwarden.site import Site, load_site, parse_site
+from mailwarden.site.model import EmbeddedDirectory
+from tests.fixtures.paths import EXAMPLES, ROOT
 
 BASE = """\
 primary_domain = "example.org"
@@ -109,7 +114,7 @@ def test_bad_port_out_of_range() -> None:
     ],
 )
 def test_tls_port_mismatch_names_the_server(port: str, tls: str, expected: str) -> None:
-    text = BASE.replace("port = 993\ntls = \"implicit\"", f'port = {port}\ntls = "{tls}"')
+    text = BASE.replace('port = 993\ntls = "implicit"', f'port = {port}\ntls = "{tls}"')
     message = load_error(text)
     assert message.startswith(f"site.toml:{IMAP_PORT_LINE + 1}: services.default.imap.0.tls: ")
     assert expected in message
@@ -131,8 +136,7 @@ def test_duplicate_alias() -> None:
 
 def test_alias_listed_by_two_domains() -> None:
     text = (
-        BASE
-        + 'aliases = ["example.net"]\n\n[domains."example.com"]\naliases = ["Example.NET"]\n'
+        BASE + 'aliases = ["example.net"]\n\n[domains."example.com"]\naliases = ["Example.NET"]\n'
     )
     message = load_error(text)
     assert message.startswith(f'site.toml:{DOMAIN_LINE + 5}: domains."example.com".aliases: ')
@@ -178,7 +182,9 @@ def test_unreadable_and_non_utf8_files(tmp_path: Path) -> None:
 def test_relative_directory_path_resolves_next_to_the_file(tmp_path: Path) -> None:
     site_file = tmp_path / "site.toml"
     site_file.write_text(BASE + '\n[directory]\npath = "db/users.sqlite"\n', encoding="utf-8")
-    assert load_site(site_file).directory.path == tmp_path / "db" / "users.sqlite"
+    directory = load_site(site_file).directory
+    assert isinstance(directory, EmbeddedDirectory)
+    assert directory.path == tmp_path / "db" / "users.sqlite"
 
 
 # -- the command line ----------------------------------------------------------------------
@@ -248,3 +254,44 @@ def test_check_config_warns_about_outlook_2007(tmp_path: Path) -> None:
     result = check_config(str(site))
     assert result.returncode == 0, result.stderr
     assert "Outlook 2007" in result.stdout
+
+
+# -- the reference stays complete ---------------------------------------------------------------
+
+REFERENCE = ROOT / "docs" / "site-reference.md"
+
+
+def _keys(model: type[BaseModel], seen: set[type[BaseModel]]) -> set[str]:
+    """Every key name a site file can contain below ``model`` (the guard has its own docs)."""
+    if model in seen:
+        return set()
+    seen.add(model)
+    keys: set[str] = set()
+    for name, field in model.model_fields.items():
+        if name == "guard":
+            continue
+        keys.add(name)
+        for arg in _flatten(field.annotation):
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                keys |= _keys(arg, seen)
+    return keys
+
+
+def _flatten(annotation: Any) -> list[Any]:
+    args = typing.get_args(annotation)
+    if not args:
+        return [annotation]
+    return [a for arg in args for a in _flatten(arg)]
+
+
+def test_reference_documents_every_key() -> None:
+    text = REFERENCE.read_text(encoding="utf-8")
+    missing = sorted(k for k in _keys(Site, set()) if not re.search(rf"[`\[.]{k}[`\]. =]", text))
+    assert missing == [], f"keys missing from {REFERENCE}: {missing}"
+
+
+def test_reference_examples_are_valid() -> None:
+    text = REFERENCE.read_text(encoding="utf-8")
+    blocks = re.findall(r"```toml\n(.*?)```", text, re.S)
+    assert blocks
+    parse_site(blocks[-1], source="site-reference.md (complete example)")
