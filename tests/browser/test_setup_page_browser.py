@@ -13,6 +13,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from axe_playwright_python.sync_playwright import Axe  # type: ignore[import-untyped]
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.fixtures.paths import ROOT
@@ -143,4 +144,43 @@ def test_invalid_and_unknown_addresses(browser: Browser, base: str) -> None:
     assert response is not None
     assert response.status == 200
     expect(page.locator(".server dd.login").first).to_have_text("nobody.here@example.edu")
+    context.close()
+
+
+WCAG_AA = {
+    "runOnly": {"type": "tag", "values": ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]},
+    "resultTypes": ["violations"],
+}
+
+
+@pytest.mark.parametrize(
+    ("query", "width"),
+    [
+        ("", 1280),
+        ("?emailaddress=demo.user%40example.edu&lang=en", 1280),
+        ("?emailaddress=demo.user%40example.edu&lang=de", 390),
+        ("?emailaddress=not-an-address", 390),
+    ],
+)
+def test_axe_finds_no_wcag_aa_violations(
+    browser: Browser, base: str, query: str, width: int
+) -> None:
+    """axe-core (WCAG 2.1 A and AA rules, contrast included) over every part of the page."""
+    context = browser.new_context(viewport={"width": width, "height": 900})
+    page = context.new_page()
+    page.goto(f"{base}/{query}")
+    page.evaluate("document.querySelectorAll('details').forEach(d => { d.open = true; })")
+    results = Axe().run(page, options=WCAG_AA)
+    assert results.violations_count == 0, results.generate_report()
+    context.close()
+
+
+def test_axe_really_runs_under_our_csp(browser: Browser, base: str) -> None:
+    """The check above is only worth something if axe runs on our page: break it, see it fail."""
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(f"{base}/")
+    page.evaluate("document.querySelector('label').remove()")
+    results = Axe().run(page, options=WCAG_AA)
+    assert results.violations_count > 0
     context.close()
