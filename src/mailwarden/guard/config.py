@@ -34,6 +34,8 @@ class ClassLimits(_Model):
     unusual, however quiet the user's own history is."""
     domains_floor: int = Field(default=25, ge=1)
     """Distinct external recipient domains an hour that never count as unusual."""
+    domains_day_floor: int = Field(default=60, ge=1)
+    """Distinct external recipient domains a day that never count as unusual."""
     anomaly: bool = True
     """False for list owners and newsletter senders: only the ceilings apply."""
 
@@ -47,6 +49,7 @@ def _default_classes() -> dict[str, ClassLimits]:
             rcpts_per_day=100000,
             hourly_floor=20000,
             domains_floor=20000,
+            domains_day_floor=100000,
             anomaly=False,
         ),
     }
@@ -66,6 +69,8 @@ class Ladder(_Model):
     baseline_half_life_days: float = Field(default=14.0, gt=0)
     same_subject_free: int = Field(default=5, ge=1)
     """Messages with one subject an hour that never count as unusual (threads, invitations)."""
+    same_subject_day_free: int = Field(default=15, ge=1)
+    """Messages with one subject a day that never count as unusual."""
     minute_free: int = Field(default=8, ge=1)
     """Messages a minute that never count as unusual."""
     flag_hours: float = Field(default=24.0, gt=0)

@@ -91,6 +91,7 @@ class Counters:
     domains_24h: int = 0
     refused_1h: int = 0
     same_subject_1h: int = 0
+    same_subject_24h: int = 0
     new_network: bool = False
     baseline_hour: float = 0.0
     """The user's busiest recent hour (external recipients), decayed; 0: no history."""
@@ -123,7 +124,7 @@ class UserState:
     rcpt_addrs: Recent = field(default_factory=lambda: Recent(HOUR))
     domains_1h: Recent = field(default_factory=lambda: Recent(HOUR))
     domains_24h: Recent = field(default_factory=lambda: Recent(DAY))
-    subjects: dict[str, Ring] = field(default_factory=dict)
+    subjects: dict[str, Tally] = field(default_factory=dict)
     networks: dict[str, float] = field(default_factory=dict)
     """network → first seen (kept while seen within NETWORK_MEMORY_DAYS)."""
     network_seen: dict[str, float] = field(default_factory=dict)
@@ -166,9 +167,17 @@ def is_internal(domain: str, local_domains: frozenset[str]) -> bool:
 
 
 def record(
-    state: UserState, obs: Observation, local_domains: frozenset[str], ladder: Ladder
+    state: UserState,
+    obs: Observation,
+    local_domains: frozenset[str],
+    ladder: Ladder,
+    distinct: bool = True,
 ) -> Counters:
-    """Count ``obs`` into ``state`` and return the counters the decision is made from."""
+    """Count ``obs`` into ``state`` and return the counters the decision is made from.
+
+    ``distinct=False`` (classes without anomaly scoring, e.g. newsletters) skips the distinct
+    recipient and domain sets: only the counts matter for them, and their messages are large.
+    """
     now = obs.now
     _roll_baseline(state, now, ladder.baseline_half_life_days)
     flagged = now < state.flagged_until
@@ -177,24 +186,28 @@ def record(
     if obs.recipients:
         state.rcpts.add(now, len(obs.recipients))
         external = 0
-        for rcpt in obs.recipients:
+        internal_cache: dict[str, bool] = {}
+        for rcpt in obs.recipients if distinct else ():
             domain = rcpt.rpartition("@")[2]
             state.rcpt_addrs.add(now, rcpt)
-            if not is_internal(domain, local_domains):
+            internal = internal_cache.get(domain)
+            if internal is None:
+                internal = internal_cache[domain] = is_internal(domain, local_domains)
+            if not internal:
                 external += 1
                 state.domains_1h.add(now, domain)
                 state.domains_24h.add(now, domain)
         if external:
             state.ext_rcpts.add(now, external)
             state.hour_ext += external
-    same_subject = 0
-    if obs.message and obs.subject_fp:
-        ring = state.subjects.pop(obs.subject_fp, None) or Ring(300.0, 12)
-        ring.add(now)
-        state.subjects[obs.subject_fp] = ring
+    same_subject = (0, 0, 0)
+    if obs.message and obs.subject_fp and distinct:
+        tally = state.subjects.pop(obs.subject_fp, None) or Tally()
+        tally.add(now)
+        state.subjects[obs.subject_fp] = tally
         if len(state.subjects) > MAX_FINGERPRINTS:
             del state.subjects[next(iter(state.subjects))]
-        same_subject = ring.total(now)
+        same_subject = tally.totals(now)
     new_network = False
     if obs.network:
         new_network = _see_network(state, obs.network, now, flagged)
@@ -212,7 +225,8 @@ def record(
         domains_1h=state.domains_1h.count(now),
         domains_24h=state.domains_24h.count(now),
         refused_1h=state.refused.total(now),
-        same_subject_1h=same_subject,
+        same_subject_1h=same_subject[1],
+        same_subject_24h=same_subject[2],
         new_network=new_network,
         baseline_hour=state.baseline_hour,
         flagged=flagged,
@@ -315,9 +329,16 @@ def _score(c: Counters, limits: ClassLimits, ladder: Ladder, reasons: list[str])
     if c.domains_1h > domain_allowance:
         score += 2.0 * (c.domains_1h / domain_allowance - 1.0)
         reasons.append(f"{c.domains_1h} external domains in 1 h (usual ≤ {domain_allowance:.0f})")
+    day_allowance = max(float(limits.domains_day_floor), 2 * domain_allowance)
+    if c.domains_24h > day_allowance:
+        score += 2.0 * (c.domains_24h / day_allowance - 1.0)
+        reasons.append(f"{c.domains_24h} external domains in 24 h (usual ≤ {day_allowance:.0f})")
     if c.same_subject_1h > ladder.same_subject_free:
         score += 0.5 * (c.same_subject_1h - ladder.same_subject_free)
         reasons.append(f"{c.same_subject_1h} messages with one subject in 1 h")
+    elif c.same_subject_24h > ladder.same_subject_day_free:
+        score += 0.15 * (c.same_subject_24h - ladder.same_subject_day_free)
+        reasons.append(f"{c.same_subject_24h} messages with one subject in 24 h")
     if c.msgs_1m > ladder.minute_free:
         score += 0.5 * (c.msgs_1m - ladder.minute_free)
         reasons.append(f"{c.msgs_1m} messages in 1 min")
@@ -338,8 +359,11 @@ class Detector:
     local_domains: frozenset[str]
 
     def observe(self, state: UserState, obs: Observation) -> Verdict:
-        counters = record(state, obs, self.local_domains, self.config.ladder)
-        verdict = assess(counters, self.config.limits_of(obs.user), self.config.ladder)
+        if state.locked is not None:  # nothing to learn from a locked account
+            return Verdict(Action.REJECT, 0.0, (f"account locked: {state.locked}",))
+        limits = self.config.limits_of(obs.user)
+        counters = record(state, obs, self.local_domains, self.config.ladder, limits.anomaly)
+        verdict = assess(counters, limits, self.config.ladder)
         self.settle(state, obs, verdict)
         return verdict
 

@@ -10,6 +10,7 @@ nothing here reads a clock.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 MINUTE = 60.0
@@ -45,7 +46,11 @@ class Ring:
     def total(self, now: float) -> int:
         idx = int(now // self.width)
         low = idx - self.n
-        return sum(c for c, s in zip(self.counts, self.stamps, strict=True) if low < s <= idx)
+        total = 0
+        for count, stamp in zip(self.counts, self.stamps, strict=True):
+            if low < stamp <= idx:
+                total += count
+        return total
 
 
 @dataclass(slots=True)
@@ -68,23 +73,30 @@ class Tally:
 
 @dataclass(slots=True)
 class Recent:
-    """Distinct values seen within ``window`` seconds (at most ``cap`` remembered)."""
+    """Distinct values seen within ``window`` seconds (at most ``cap`` remembered).
+
+    An ordered dict kept oldest-first (``move_to_end`` on every sighting), so pruning pops
+    from the front in O(1) per stale value.
+    """
 
     window: float
     cap: int = 2000
-    seen: dict[str, float] = field(default_factory=dict)
+    seen: OrderedDict[str, float] = field(default_factory=OrderedDict)
 
     def add(self, now: float, value: str) -> None:
-        self.seen.pop(value, None)  # re-insert: dict order is then oldest-first
-        self.seen[value] = now
-        if len(self.seen) > self.cap:
-            del self.seen[next(iter(self.seen))]
+        seen = self.seen
+        if value in seen:
+            seen.move_to_end(value)
+        seen[value] = now
+        if len(seen) > self.cap:
+            seen.popitem(last=False)
 
     def count(self, now: float) -> int:
         cutoff = now - self.window
-        while self.seen:
-            oldest = next(iter(self.seen))
-            if self.seen[oldest] > cutoff:
+        seen = self.seen
+        while seen:
+            oldest = next(iter(seen))
+            if seen[oldest] > cutoff:
                 break
-            del self.seen[oldest]
-        return len(self.seen)
+            seen.popitem(last=False)
+        return len(seen)
