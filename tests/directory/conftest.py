@@ -18,5 +18,5 @@ def slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slapd]:
 
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[Postgres]:
-    with running_postgres() as server:
+    with running_postgres(users=50) as server:
         yield server

@@ -40,3 +40,54 @@ def sql_config(pg: Postgres, **overrides: Any) -> SqlDirectory:
     }
     values.update(overrides)
     return SqlDirectory.model_validate(values)
+
+
+def site_toml(directory: str, server: str = "") -> str:
+    """A one-domain site whose login names come from ``directory`` (TOML lines)."""
+    return f"""\
+primary_domain = "example.com"
+
+[organisation]
+name = "Example University"
+short_name = "ExampleUni"
+
+[server]
+{server}
+
+[directory]
+{directory}
+
+[[services.default.imap]]
+host = "imap.example.com"
+
+[[services.default.smtp]]
+host = "smtp.example.com"
+tls = "starttls"
+
+[domains."example.com"]
+login = "directory"
+"""
+
+
+def ldap_toml(slapd: Slapd, **extra: str) -> str:
+    lines = [
+        'backend = "ldap"',
+        f'servers = ["{slapd.url}"]',
+        "starttls = false",
+        f'bind_dn = "{SERVICE_DN}"',
+        f'password_file = "{slapd.password_file}"',
+        f'base_dn = "{PEOPLE_DN}"',
+        *(f"{k} = {v}" for k, v in extra.items()),
+    ]
+    return "\n".join(lines)
+
+
+def sql_toml(pg: Postgres, **extra: str) -> str:
+    lines = [
+        'backend = "sql"',
+        f'url = "{pg.url}"',
+        f'password_file = "{pg.password_file}"',
+        f'query = "{POSTFIXADMIN_QUERY}"',
+        *(f"{k} = {v}" for k, v in extra.items()),
+    ]
+    return "\n".join(lines)

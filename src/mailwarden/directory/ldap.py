@@ -20,6 +20,7 @@ import logging
 import socket
 import time
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 import bonsai
@@ -61,6 +62,46 @@ class LdapFilterError(DirectoryError):
     """The server refused the filter (bad syntax or an attribute it does not know)."""
 
     code = "DIRECTORY-FILTER"
+
+
+class _Connection(AIOLDAPConnection):
+    """bonsai's asyncio connection, polling for results on read readiness only.
+
+    bonsai waits for its socket to become readable *or writable*; an idle socket is always
+    writable, so every pending search would spin the event loop until its answer arrives (at
+    load, most CPU goes there and every request waits). Once the connection is open and bound
+    (``steady``), an answer can only arrive as readable bytes, so we wait for exactly that.
+    """
+
+    steady = False
+
+    async def _poll(self, msg_id: int, timeout: float | None = None) -> Any:
+        if not self.steady:
+            return await super()._poll(msg_id, timeout)  # type: ignore[no-untyped-call]
+        fetch = super(AIOLDAPConnection, self).get_result
+        result = fetch(msg_id)
+        if result is not None:
+            return result
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        fd = self.fileno()
+
+        def readable() -> None:
+            if future.done():
+                return
+            try:
+                answer = fetch(msg_id)
+            except bonsai.errors.LDAPError as exc:
+                future.set_exception(exc)
+                return
+            if answer is not None:
+                future.set_result(answer)
+
+        loop.add_reader(fd, readable)
+        try:
+            return await asyncio.wait_for(future, timeout)
+        finally:
+            loop.remove_reader(fd)
 
 
 @dataclass(slots=True)
@@ -122,6 +163,7 @@ class LdapDirectory:
     def _client(self, url: str) -> bonsai.LDAPClient:
         starttls = url.startswith("ldap://") and self.config.starttls
         client = bonsai.LDAPClient(url, tls=starttls)
+        client.set_async_connection_class(_Connection)
         if self.config.bind_dn:
             client.set_credentials("SIMPLE", user=self.config.bind_dn, password=self._password)
         client.set_cert_policy("demand" if self.config.verify_certificate else "never")
@@ -140,6 +182,7 @@ class LdapDirectory:
                 conn = await self._client(url).connect(
                     is_async=True, timeout=self.config.connect_timeout
                 )
+                conn.steady = True
                 return _Conn(conn, url)
             except bonsai.errors.AuthenticationError:
                 raise LdapAuthError(
