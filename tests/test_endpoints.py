@@ -551,3 +551,21 @@ def test_metrics_with_one_worker(tmp_path: Path) -> None:
     assert samples['mailwarden_http_requests_total{endpoint="autoconfig",status="200"}'] == 1
     assert samples["mailwarden_unknown_addresses_total"] == 1
     assert samples["mailwarden_directory_lookup_seconds_count"] == 1
+
+
+def test_missing_embedded_directory_fails_soft_and_loud(tmp_path: Path) -> None:
+    """A mistyped directory path: users still get settings (generic, per on_outage), the
+    operator gets a start-up warning, an error log line and a metric, and no empty database
+    is created behind their back."""
+    site = write_policy_site(tmp_path)
+    text = site.read_text(encoding="utf-8")
+    site.write_text(text + '\n[directory]\npath = "missing/users.sqlite"\n', encoding="utf-8")
+    with running_server(site, workers=1) as base:
+        r = _autoconfig(base, "named@dir.example")
+        samples = scrape(base)
+        log = serve_log(base).read_text()
+    assert usernames(r) == ["%EMAILADDRESS%"] * 5
+    assert samples["mailwarden_directory_errors_total"] >= 1
+    assert f"the embedded directory {tmp_path}/missing/users.sqlite does not exist" in log
+    assert "embedded directory does not exist yet" in log
+    assert not (tmp_path / "missing").exists()

@@ -7,12 +7,15 @@ import os
 import tempfile
 from pathlib import Path
 
+from rich.markup import escape
+
 from mailwarden.cli.common import add_config_option, console, formatter
 from mailwarden.errors import InputError
 from mailwarden.profiles.signing import load_signer
 from mailwarden.server.app import outlook_2007_warning
 from mailwarden.server.asgi import CONFIG_ENV
 from mailwarden.site import Site, load_site
+from mailwarden.site.model import EmbeddedDirectory
 
 HELP = """\
 Serve Thunderbird autoconfig, Outlook Autodiscover (POX XML and v2 JSON), /healthz and
@@ -109,8 +112,14 @@ def run(args: argparse.Namespace) -> int:
         console.print("Try:")
         for line in example_commands(site, f"http://{shown}:{port}"):
             console.print(f"  {line}", soft_wrap=True, markup=False)
-    for warning in outlook_2007_warning(site):
-        console.print(f"[yellow]warning:[/] {warning}", soft_wrap=True)
+    warnings = outlook_2007_warning(site)
+    if isinstance(site.directory, EmbeddedDirectory) and not site.directory.path.exists():
+        warnings.append(
+            f"the embedded directory {site.directory.path} does not exist: every lookup fails "
+            "and is answered per [directory] on_outage until 'mailwarden users import' creates it"
+        )
+    for warning in warnings:
+        console.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
     trusted = ",".join(site.server.trusted_proxies)  # [] in the site file: trust nobody
     uvicorn.run(
         "mailwarden.server.asgi:create_app",

@@ -81,8 +81,10 @@ class EmbeddedDirectory:
         self._conn: sqlite3.Connection | None = None
 
     def _connection(self) -> sqlite3.Connection:
+        # Never create the file here: a mistyped path must show as a directory error (log,
+        # metric), not as an empty directory that quietly answers every address as unknown.
         if self._conn is None:
-            self._conn = _connect(self.path, create=True)
+            self._conn = _connect(self.path, create=False)
         return self._conn
 
     async def lookup(self, address: Address) -> Account | None:
