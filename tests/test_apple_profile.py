@@ -165,10 +165,13 @@ _LOCALPART = st.from_regex(
 )
 
 
+_EXAMPLE_SITE = load_site(Path(__file__).resolve().parents[1] / "examples" / "site.toml")
+
+
 @settings(max_examples=150, deadline=None)
 @given(localpart=_LOCALPART)
 def test_any_valid_address_gives_a_valid_stable_profile(localpart: str) -> None:
-    site = load_site(Path(__file__).resolve().parents[1] / "examples" / "site.toml")
+    site = _EXAMPLE_SITE
     address = f"{localpart}@example.edu"
     profile = _profile(site, address, Subject(address, localpart))
     (account,) = profile["PayloadContent"]
@@ -279,6 +282,10 @@ def test_mobileconfig_endpoint_errors(example_server: str) -> None:
     assert moved.headers["location"].startswith("https://autoconfig.alumni-mail.example.net/")
     post = httpx.post(f"{example_server}/mobileconfig", params={"emailaddress": "a@example.edu"})
     assert post.status_code == 405
+    head = httpx.head(f"{example_server}/mobileconfig", params={"emailaddress": "a@example.edu"})
+    assert head.status_code == 200
+    assert head.content == b""
+    assert int(head.headers["content-length"]) > 1000
 
 
 def test_unknown_address_same_shape_as_known(example_server: str) -> None:

@@ -222,3 +222,13 @@ def test_reject_policy_says_unknown(example_site_file: Path) -> None:
     assert known.status_code == 200
     assert "jdoe42" in known.text
     assert profile.status_code == 404
+
+
+def test_logo_and_organisation_from_the_site_file(example_site: Site) -> None:
+    organisation = example_site.organisation.model_copy(
+        update={"logo_url": "https://www.example.edu/logo.svg", "name": "Uni & Co"}
+    )
+    site = example_site.model_copy(update={"organisation": organisation})
+    html = setup_page.render(site, setup_page.Page(lang="de")).decode()
+    assert '<img src="https://www.example.edu/logo.svg" alt="">' in html
+    assert "Uni &amp; Co" in html
