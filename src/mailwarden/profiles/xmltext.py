@@ -6,13 +6,19 @@ import re
 
 _TEXT = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
 _ATTR = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&apos;"})
-_CONTROL = {c: None for c in range(32) if c not in (9, 10, 13)} | {0x7F: None}
+# Characters XML 1.0 cannot carry at all (not even as references): C0 controls but TAB/LF/CR,
+# lone surrogates and the non-characters U+FFFE/U+FFFF. DEL is legal but dropped as noise.
+_CONTROL = (
+    {c: None for c in range(32) if c not in (9, 10, 13)}
+    | {0x7F: None, 0xFFFE: None, 0xFFFF: None}
+    | dict.fromkeys(range(0xD800, 0xE000))
+)
 
 # Host names, ports, login names: nearly every value needs no escaping at all. One regex scan
 # (in C) decides that; ``str.translate`` with a mapping table costs a dict lookup per character
 # and dominated the rendering profile.
-_TEXT_SPECIAL = re.compile(r"[&<>\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-_ATTR_SPECIAL = re.compile(r"[&<>\"'\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_TEXT_SPECIAL = re.compile(r"[&<>\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
+_ATTR_SPECIAL = re.compile(r"[&<>\"'\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
 
 
 def text(value: object) -> str:
