@@ -15,11 +15,27 @@ from types import ModuleType
 from rich.markup import escape
 
 from mailwarden import __version__
-from mailwarden.cli import config_cmd, guard_cmd, ispdb_cmd, lint_cmd, serve_cmd, users_cmd
+from mailwarden.cli import (
+    config_cmd,
+    directory_cmd,
+    guard_cmd,
+    ispdb_cmd,
+    lint_cmd,
+    serve_cmd,
+    users_cmd,
+)
 from mailwarden.cli.common import err_console
 from mailwarden.errors import MailwardenError
 
-COMMANDS: list[ModuleType] = [serve_cmd, config_cmd, users_cmd, ispdb_cmd, guard_cmd, lint_cmd]
+COMMANDS: list[ModuleType] = [
+    serve_cmd,
+    config_cmd,
+    users_cmd,
+    directory_cmd,
+    ispdb_cmd,
+    guard_cmd,
+    lint_cmd,
+]
 
 DESCRIPTION = """\
 mailwarden: the mail team's toolkit.
