@@ -569,3 +569,26 @@ def test_missing_embedded_directory_fails_soft_and_loud(tmp_path: Path) -> None:
     assert f"the embedded directory {tmp_path}/missing/users.sqlite does not exist" in log
     assert "embedded directory does not exist yet" in log
     assert not (tmp_path / "missing").exists()
+
+
+def test_idn_domain_in_any_form_is_the_same_domain(policy_server: str) -> None:
+    forms = [
+        "anna@bücher.example",
+        "ANNA@BÜCHER.EXAMPLE",
+        "anna@xn--bcher-kva.example",
+        "Anna@XN--BCHER-KVA.Example",
+    ]
+    documents = {_autoconfig(policy_server, form).content for form in forms}
+    assert len(documents) == 1
+    only = _autoconfig(policy_server, forms[0])
+    assert usernames(only) == ["anna7"] * 5
+    assert ET.fromstring(only.content).find("emailProvider").get("id") == (  # type: ignore[union-attr]
+        "xn--bcher-kva.example"
+    )
+    for form in forms:
+        assert protocols(pox(policy_server, pox_request(form)))["SMTP"]["LoginName"] == "anna7"
+    generic = httpx.get(
+        f"{policy_server}/mail/config-v1.1.xml",
+        headers={"host": "autoconfig.XN--BCHER-KVA.example"},
+    )
+    assert usernames(generic) == ["%EMAILADDRESS%"] * 5
