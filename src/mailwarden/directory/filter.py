@@ -50,8 +50,6 @@ def check_template(template: str) -> None:
     if not fields:
         raise FilterError("filter must use {address} (or {localpart} and {domain})")
     text = render_filter(template, Address("x", "example.org"))
-    if not (text.startswith("(") and text.endswith(")")):
-        raise FilterError("filter must be enclosed in parentheses, e.g. (mail={address})")
     depth = 0
     for index, char in enumerate(text):
         if char == "(":
@@ -64,6 +62,8 @@ def check_template(template: str) -> None:
             raise FilterError("filter has an unmatched ')'")
     if depth:
         raise FilterError("filter has an unmatched '('")
+    if not (text.startswith("(") and text.endswith(")")):
+        raise FilterError("filter must be enclosed in parentheses, e.g. (mail={address})")
 
 
 def render_filter(template: str, address: Address) -> str:
