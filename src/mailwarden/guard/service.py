@@ -40,7 +40,9 @@ def open_store(config: GuardConfig, base_dir: Path) -> Store:
     if config.store == "sqlite":
         path = config.state_path
         return SqliteStore(path if path.is_absolute() else base_dir / path)
-    raise ConfigError("guard store 'redis' is not available in this version")
+    from mailwarden.guard.store.redis import RedisStore
+
+    return RedisStore(config.redis_url, timeout=config.redis_timeout)
 
 
 def build_engine(site: Site, config: GuardConfig, base_dir: Path, name: str = "guard") -> Engine:

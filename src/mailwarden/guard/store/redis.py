@@ -1,0 +1,435 @@
+"""Redis-backed state shared by several MTAs: one atomic Lua call per decision.
+
+The Lua script below does what :func:`mailwarden.guard.detector.record` does for the memory
+store — lock check, bucketed windows, distinct recipient and domain sets, subject
+fingerprints, networks with probation, the decayed baseline — atomically on the server, and
+returns the :class:`Counters`; the verdict is then computed by the same pure
+:func:`~mailwarden.guard.detector.assess` as everywhere else. Only an escalation (throttle,
+hold, lock: rare) costs a second call. Every key of a user carries the hash tag ``{user}``, so
+all of them land on one Redis Cluster slot and the script may touch them together.
+
+Timeouts are short (default 200 ms): a slow Redis must never stall smtpd. Errors become
+:class:`StoreError` and the engine fails open or closed as configured.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from mailwarden.guard.detector import (
+    NETWORK_MEMORY_DAYS,
+    NETWORK_PROBATION,
+    Action,
+    Counters,
+    Detector,
+    Observation,
+    Verdict,
+    assess,
+    is_internal,
+)
+from mailwarden.guard.store.base import MAX_HISTORY, Event, HoldInfo, LockInfo, StoreError
+
+PREFIX = "mwg"
+MAX_DISTINCT = 2000
+MAX_FP_FIELDS = 4000
+
+# Shared Lua helpers: a ring of N buckets of W seconds lives in the user's scalar hash as
+# fields "<name>:<slot>" (count) and "<name>:<slot>t" (the bucket index it belongs to).
+_HELPERS = """
+local function ring_add(h, name, width, n, now, k)
+  local idx = math.floor(now / width)
+  local f = name .. ':' .. (idx % n)
+  local stamp = tonumber(redis.call('HGET', h, f .. 't'))
+  if stamp ~= idx then
+    redis.call('HSET', h, f, k, f .. 't', idx)
+  else
+    redis.call('HINCRBY', h, f, k)
+  end
+end
+local function ring_total(h, name, width, n, now)
+  local idx = math.floor(now / width)
+  local fields = {}
+  for s = 0, n - 1 do
+    fields[#fields + 1] = name .. ':' .. s
+    fields[#fields + 1] = name .. ':' .. s .. 't'
+  end
+  local vals = redis.call('HMGET', h, unpack(fields))
+  local total = 0
+  for i = 1, #vals, 2 do
+    local c, t = tonumber(vals[i]), tonumber(vals[i + 1])
+    if c and t and t > idx - n and t <= idx then total = total + c end
+  end
+  return total
+end
+local function distinct_add(z, now, value, window, cap)
+  redis.call('ZADD', z, now, value)
+end
+local function distinct_count(z, now, window, cap)
+  redis.call('ZREMRANGEBYSCORE', z, '-inf', now - window)
+  local n = redis.call('ZCARD', z)
+  if n > cap then
+    redis.call('ZREMRANGEBYRANK', z, 0, n - cap - 1)
+    n = cap
+  end
+  redis.call('EXPIRE', z, math.ceil(window) + 60)
+  return n
+end
+"""
+
+# KEYS: 1 scalars+rings hash, 2 lock, 3 rcpt zset (1h), 4 domain zset (1h), 5 domain zset
+# (24h), 6 subject hash, 7 network hash.
+# ARGV: 1 now, 2 distinct(0/1), 3 message(0/1), 4 network, 5 subject fp, 6 probation s,
+# 7 network memory s, 8 half-life days, 9 cap, 10 N recipients, 11..10+N recipients,
+# then the external domains (one per external recipient).
+RECORD_LUA = (
+    _HELPERS
+    + """
+local h = KEYS[1]
+local why = redis.call('GET', KEYS[2])
+if why then return {why} end
+local now = tonumber(ARGV[1])
+local distinct = ARGV[2] == '1'
+local message = ARGV[3] == '1'
+local network, fp = ARGV[4], ARGV[5]
+local probation, memory = tonumber(ARGV[6]), tonumber(ARGV[7])
+local half_life, cap = tonumber(ARGV[8]), tonumber(ARGV[9])
+local n = tonumber(ARGV[10])
+
+-- baseline: fold finished clock hours into the decayed peak unless flagged
+local s = redis.call('HMGET', h, 'peak', 'hidx', 'hext', 'flag')
+local peak = tonumber(s[1]) or 0
+local hidx = tonumber(s[2]) or -1
+local hext = tonumber(s[3]) or 0
+local flagged_until = tonumber(s[4]) or 0
+local flagged = now < flagged_until
+local index = math.floor(now / 3600)
+if hidx < 0 then
+  hidx = index
+elseif index > hidx then
+  local decay1 = 0.5 ^ (1 / (half_life * 24))
+  peak = peak * decay1
+  if not flagged and hext > peak then peak = hext end
+  local gap = index - hidx - 1
+  if gap > 0 then peak = peak * (0.5 ^ (math.min(gap, 8760) / (half_life * 24))) end
+  hidx = index
+  hext = 0
+end
+
+if message then
+  ring_add(h, 'm1', 5, 12, now, 1); ring_add(h, 'mh', 300, 12, now, 1)
+  ring_add(h, 'md', 3600, 24, now, 1)
+end
+local ext = 0
+if n > 0 then
+  ring_add(h, 'r1', 5, 12, now, n); ring_add(h, 'rh', 300, 12, now, n)
+  ring_add(h, 'rd', 3600, 24, now, n)
+  if distinct then
+    for i = 11, 10 + n do distinct_add(KEYS[3], now, ARGV[i]) end
+    for i = 11 + n, #ARGV do
+      ext = ext + 1
+      distinct_add(KEYS[4], now, ARGV[i])
+      distinct_add(KEYS[5], now, ARGV[i])
+    end
+    if ext > 0 then
+      ring_add(h, 'xh', 300, 12, now, ext)
+      hext = hext + ext
+    end
+  end
+end
+local same1, same24 = 0, 0
+if message and fp ~= '' and distinct then
+  local fh = KEYS[6]
+  if redis.call('HLEN', fh) > tonumber(ARGV[9]) * 2 then redis.call('DEL', fh) end
+  ring_add(fh, fp .. 'h', 300, 12, now, 1)
+  ring_add(fh, fp .. 'd', 3600, 24, now, 1)
+  same1 = ring_total(fh, fp .. 'h', 300, 12, now)
+  same24 = ring_total(fh, fp .. 'd', 3600, 24, now)
+  redis.call('EXPIRE', fh, 90000)
+end
+local new_network = 0
+if network ~= '' then
+  local nh = KEYS[7]
+  local all = redis.call('HGETALL', nh)
+  local known, count, mine = {}, 0, nil
+  for i = 1, #all, 2 do
+    local first, last = string.match(all[i + 1], '([^,]+),([^,]+)')
+    first, last = tonumber(first), tonumber(last)
+    if last < now - memory then
+      redis.call('HDEL', nh, all[i])
+    else
+      count = count + 1
+      if first <= now - probation then known[all[i]] = true end
+      if all[i] == network then mine = first end
+    end
+  end
+  local any_known = next(known) ~= nil
+  if mine == nil and not flagged and count < 64 then
+    redis.call('HSET', nh, network, now .. ',' .. now)
+  elseif mine ~= nil then
+    redis.call('HSET', nh, network, mine .. ',' .. now)
+  end
+  if any_known and not known[network] then new_network = 1 end
+  redis.call('EXPIRE', nh, math.ceil(memory))
+end
+redis.call('HSET', h, 'peak', tostring(peak), 'hidx', hidx, 'hext', hext)
+redis.call('EXPIRE', h, 86400 * 30)
+return {
+  false,
+  ring_total(h, 'm1', 5, 12, now), ring_total(h, 'mh', 300, 12, now),
+  ring_total(h, 'md', 3600, 24, now),
+  ring_total(h, 'r1', 5, 12, now), ring_total(h, 'rh', 300, 12, now),
+  ring_total(h, 'rd', 3600, 24, now),
+  ring_total(h, 'xh', 300, 12, now),
+  distinct_count(KEYS[3], now, 3600, cap), distinct_count(KEYS[4], now, 3600, cap),
+  distinct_count(KEYS[5], now, 86400, cap),
+  ring_total(h, 'fh', 300, 12, now),
+  same1, same24, new_network, tostring(peak), flagged and 1 or 0
+}
+"""
+)
+
+# KEYS: 1 scalars hash, 2 network hash. ARGV: 1 now, 2 flag until, 3 refused count,
+# 4 probation s.
+FLAG_LUA = (
+    _HELPERS
+    + """
+local h = KEYS[1]
+local now, until_, refused = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local current = tonumber(redis.call('HGET', h, 'flag')) or 0
+if until_ > current then redis.call('HSET', h, 'flag', until_) end
+if refused > 0 then ring_add(h, 'fh', 300, 12, now, refused) end
+redis.call('HSET', h, 'hext', 0)
+local all = redis.call('HGETALL', KEYS[2])
+for i = 1, #all, 2 do
+  local first = tonumber(string.match(all[i + 1], '([^,]+),'))
+  if first > now - tonumber(ARGV[4]) then redis.call('HDEL', KEYS[2], all[i]) end
+end
+return 1
+"""
+)
+
+
+def _keys(user: str) -> list[str]:
+    tag = "{" + user.replace("{", "(").replace("}", ")") + "}"
+    return [
+        f"{PREFIX}:{tag}:s",
+        f"{PREFIX}:{tag}:lock",
+        f"{PREFIX}:{tag}:rcpt",
+        f"{PREFIX}:{tag}:dom1h",
+        f"{PREFIX}:{tag}:dom24h",
+        f"{PREFIX}:{tag}:subj",
+        f"{PREFIX}:{tag}:net",
+        f"{PREFIX}:{tag}:hist",
+    ]
+
+
+def _reason(raw: str) -> str:
+    try:
+        return str(json.loads(raw)["reason"])
+    except (ValueError, KeyError, TypeError):
+        return str(raw)
+
+
+LOCK_INDEX = f"{PREFIX}:locked"
+HOLDS = f"{PREFIX}:holds"
+
+
+class RedisStore:
+    name = "redis"
+
+    def __init__(self, url: str, *, timeout: float = 0.2) -> None:
+        self.url = url
+        self._r = aioredis.from_url(
+            url,
+            decode_responses=True,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry_on_timeout=False,
+            health_check_interval=0,
+        )
+        self._record = self._r.register_script(RECORD_LUA)
+        self._flag = self._r.register_script(FLAG_LUA)
+
+    def _fail(self, exc: Exception) -> StoreError:
+        return StoreError(f"redis {self._safe_url()}: {type(exc).__name__}: {exc}")
+
+    def _safe_url(self) -> str:
+        _, sep, tail = self.url.rpartition("@")
+        return f"redis://…@{tail}" if sep else self.url
+
+    async def decide(self, obs: Observation, detector: Detector) -> Verdict:
+        config = detector.config
+        limits = config.limits_of(obs.user)
+        keys = _keys(obs.user)
+        externals = [
+            d
+            for d in (r.rpartition("@")[2] for r in obs.recipients)
+            if not is_internal(d, detector.local_domains)
+        ]
+        args: list[Any] = [
+            repr(obs.now),
+            "1" if limits.anomaly else "0",
+            "1" if obs.message else "0",
+            obs.network,
+            obs.subject_fp,
+            NETWORK_PROBATION,
+            NETWORK_MEMORY_DAYS * 86400,
+            config.ladder.baseline_half_life_days,
+            MAX_DISTINCT,
+            len(obs.recipients),
+            *obs.recipients,
+            *externals,
+        ]
+        try:
+            raw = await self._record(keys=keys[:7], args=args)
+        except RedisError as exc:
+            raise self._fail(exc) from None
+        if raw[0]:
+            return Verdict(Action.REJECT, 0.0, (f"account locked: {_reason(raw[0])}",))
+        n = [int(x) for x in raw[1:15]]
+        counters = Counters(
+            msgs_1m=n[0],
+            msgs_1h=n[1],
+            msgs_24h=n[2],
+            rcpts_1m=n[3],
+            rcpts_1h=n[4],
+            rcpts_24h=n[5],
+            ext_rcpts_1h=n[6],
+            distinct_rcpts_1h=n[7],
+            domains_1h=n[8],
+            domains_24h=n[9],
+            refused_1h=n[10],
+            same_subject_1h=n[11],
+            same_subject_24h=n[12],
+            new_network=bool(n[13]),
+            baseline_hour=float(raw[15]),
+            flagged=raw[16] == 1,
+        )
+        verdict = assess(counters, limits, config.ladder)
+        if verdict.action in (Action.THROTTLE, Action.HOLD, Action.LOCK):
+            refused = max(1, len(obs.recipients) or obs.rcpt_count)
+            until = obs.now + config.ladder.flag_hours * 3600
+            try:
+                await self._flag(
+                    keys=[keys[0], keys[6]], args=[repr(obs.now), until, refused, NETWORK_PROBATION]
+                )
+                if verdict.action is Action.LOCK:
+                    await self.lock(obs.user, verdict.text, obs.now)
+            except RedisError as exc:
+                raise self._fail(exc) from None
+        return verdict
+
+    async def locked(self, user: str) -> str | None:
+        try:
+            raw = await self._r.get(_keys(user)[1])
+        except RedisError as exc:
+            raise self._fail(exc) from None
+        return None if raw is None else _reason(str(raw))
+
+    async def lock(self, user: str, reason: str, now: float, by: str = "guard") -> None:
+        value = json.dumps({"reason": reason, "since": now, "by": by})
+        try:
+            await self._r.set(_keys(user)[1], value)
+            await self._r.sadd(LOCK_INDEX, user)
+        except RedisError as exc:
+            raise self._fail(exc) from None
+
+    async def unlock(self, user: str) -> bool:
+        keys = _keys(user)
+        try:
+            found = bool(await self._r.delete(keys[1]))
+            await self._r.srem(LOCK_INDEX, user)
+            # forget the activity that led to the lock; keep baseline and networks
+            await self._r.delete(keys[2], keys[3], keys[4], keys[5])
+            scalars = await self._r.hgetall(keys[0])
+            keep = [str(x) for k, v in scalars.items() if k in ("peak", "hidx") for x in (k, v)]
+            await self._r.delete(keys[0])
+            if keep:
+                await self._r.hset(keys[0], items=keep)
+        except RedisError as exc:
+            raise self._fail(exc) from None
+        return found
+
+    async def locks(self) -> list[LockInfo]:
+        try:
+            users = sorted(str(u) for u in await self._r.smembers(LOCK_INDEX))
+            out = []
+            for user in users:
+                raw = await self._r.get(_keys(user)[1])
+                if raw is None:
+                    await self._r.srem(LOCK_INDEX, user)
+                    continue
+                data = json.loads(raw)
+                out.append(LockInfo(user, data["reason"], float(data["since"]), data["by"]))
+        except RedisError as exc:
+            raise self._fail(exc) from None
+        return sorted(out, key=lambda lock: lock.since)
+
+    async def add_hold(self, hold: HoldInfo) -> None:
+        value = json.dumps({"user": hold.user, "reason": hold.reason, "since": hold.since})
+        try:
+            await self._r.hset(HOLDS, hold.queue_id, value)
+        except RedisError as exc:
+            raise self._fail(exc) from None
+
+    async def holds(self) -> list[HoldInfo]:
+        try:
+            raw = await self._r.hgetall(HOLDS)
+        except RedisError as exc:
+            raise self._fail(exc) from None
+        out = []
+        for qid, value in raw.items():
+            data = json.loads(value)
+            out.append(HoldInfo(str(qid), data["user"], data["reason"], float(data["since"])))
+        return sorted(out, key=lambda h: h.since)
+
+    async def drop_holds(self, key: str) -> list[HoldInfo]:
+        gone = [h for h in await self.holds() if key in (h.queue_id, h.user)]
+        if gone:
+            try:
+                await self._r.hdel(HOLDS, *(h.queue_id for h in gone))
+            except RedisError as exc:
+                raise self._fail(exc) from None
+        return gone
+
+    async def add_event(self, event: Event) -> None:
+        key = _keys(event.user)[7]
+        value = json.dumps(
+            {
+                "when": event.when,
+                "action": event.action,
+                "reason": event.reason,
+                "detail": event.detail,
+            }
+        )
+        try:
+            async with self._r.pipeline(transaction=True) as pipe:
+                pipe.rpush(key, value)
+                pipe.ltrim(key, -MAX_HISTORY, -1)
+                await pipe.execute()
+        except RedisError as exc:
+            raise self._fail(exc) from None
+
+    async def history(self, user: str, limit: int = 50) -> list[Event]:
+        try:
+            raw = await self._r.lrange(_keys(user)[7], -limit, -1)
+        except RedisError as exc:
+            raise self._fail(exc) from None
+        out = []
+        for value in raw:
+            d = json.loads(value)
+            out.append(Event(user, float(d["when"]), d["action"], d["reason"], d["detail"]))
+        return out
+
+    async def ping(self) -> None:
+        try:
+            await self._r.ping()
+        except RedisError as exc:
+            raise self._fail(exc) from None
+
+    async def close(self) -> None:
+        await self._r.aclose()
