@@ -164,7 +164,7 @@ class ProfileRoutes:
         if subject is None:
             return 404, replace(page, message="unknown"), None
         typed = subject.address or str(address)
-        query = urlencode({"emailaddress": typed, "lang": page.lang}, quote_via=quote)
+        query = urlencode({"emailaddress": typed}, quote_via=quote)
         result = setup_page.result_for(
             domain,
             subject,
