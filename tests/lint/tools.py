@@ -40,19 +40,30 @@ def m4_cf(mc: Path) -> Path:
     return cf
 
 
-def postconf(directory: Path, *args: str) -> str:
-    """Run the real ``postconf -c DIR``; the configuration must be valid (exit 0, no warning)."""
+def _postconf(directory: Path, *args: str) -> subprocess.CompletedProcess[str]:
     binary = require("postconf", "postfix")
-    done = subprocess.run(
+    return subprocess.run(
         [binary, "-c", str(directory), *args],
         capture_output=True,
         text=True,
         check=False,
         timeout=60,
     )
+
+
+def postconf(directory: Path, *args: str) -> str:
+    """Run the real ``postconf -c DIR``; the configuration must be valid (exit 0, no warning)."""
+    done = _postconf(directory, *args)
     assert done.returncode == 0, f"postconf rejects {directory}: {done.stderr}"
     assert "warning" not in done.stderr, done.stderr
     return done.stdout
+
+
+def postconf_fatal(directory: Path, *args: str) -> str:
+    """The fatal message the real ``postconf -c DIR`` stops with (it must stop)."""
+    done = _postconf(directory, *args)
+    assert done.returncode != 0, f"postconf accepts {directory}: {done.stdout}"
+    return done.stderr
 
 
 def lint(*argv: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, Any]]:

@@ -196,8 +196,10 @@ def run_postfix(args: argparse.Namespace) -> int:
             + (", ".join(sorted(local)) or "none found")
             + "; pass --local-address to predict another host"
         )
-    myhostname = args.myhostname or this_host_name()
-    if "myhostname" not in config.parameters:
+    if "myhostname" in config.parameters:
+        myhostname = config.parameters["myhostname"].value
+    else:
+        myhostname = args.myhostname or this_host_name()
         source = "--myhostname" if args.myhostname else "this machine"
         notes.append(f"myhostname = {myhostname} (not set in main.cf; from {source})")
     report = check_postfix(config, resolver, local_addresses=local, myhostname=myhostname)

@@ -309,6 +309,16 @@ class _Checker:
             literal = parse_literal(value.split("/", 1)[0])
             if literal is not None and not literal.is_wildcard:
                 self.families_used.setdefault(literal.family, f"mynetworks {value}")
+        contexts = [self.main] + [
+            _Context(self.config, self.myhostname, service)
+            for service in self.config.services
+            if service.type == "unix" and service.command in ("smtp", "lmtp")
+        ]
+        for context in contexts:
+            for param in ("smtp_bind_address", "smtp_bind_address6"):
+                literal = parse_literal(context.get(param))
+                if literal is not None:
+                    self.families_used.setdefault(literal.family, f"{param} {literal.text}")
         if "myhostname" in self.config.parameters:
             for family in (Family.INET, Family.INET6):
                 answers = self.resolver.lookup(self.main.get("myhostname"), family)
