@@ -145,7 +145,43 @@ def test_alias_listed_by_two_domains() -> None:
 
 def test_missing_primary_domain() -> None:
     message = load_error(BASE.replace('primary_domain = "example.org"\n', ""))
-    assert message == "site.toml: primary_domain: Field required"
+    assert message == "site.toml: primary_domain: required key is missing"
+
+
+def test_missing_smtp_points_at_the_service_set() -> None:
+    text = BASE.replace(
+        '[[services.default.smtp]]\nhost = "smtp.example.org"\nport = 465\ntls = "implicit"\n', ""
+    )
+    message = load_error(text)
+    assert message == "site.toml:7: services.default.smtp: required key is missing"
+
+
+def test_service_set_without_incoming_server() -> None:
+    text = BASE.replace(
+        '[[services.default.imap]]\nhost = "imap.example.org"\nport = 993\ntls = "implicit"\n', ""
+    )
+    message = load_error(text)
+    assert message.startswith("site.toml:8: services.default: ")
+    assert "needs at least one imap or pop3 server" in message
+
+
+def test_bad_domain_name_as_table_key() -> None:
+    message = load_error(BASE + '\n[domains."exa mple.org"]\n')
+    assert message.startswith(f'site.toml:{DOMAIN_LINE + 3}: domains."exa mple.org": ')
+    assert "is not a valid host name" in message
+    assert "[key]" not in message
+
+
+def test_bad_alias_names_its_index() -> None:
+    message = load_error(BASE + 'aliases = ["ok.example", "bad..example"]\n')
+    assert message.startswith(f'site.toml:{DOMAIN_LINE + 2}: domains."example.org".aliases.1: ')
+    assert "(got 'bad..example')" in message
+
+
+def test_utf8_bom_is_accepted(tmp_path: Path) -> None:
+    site_file = tmp_path / "site.toml"
+    site_file.write_bytes(b"\xef\xbb\xbf" + BASE.encode())
+    assert load_site(site_file).primary_domain == "example.org"
 
 
 def test_primary_domain_not_served() -> None:

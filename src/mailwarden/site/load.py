@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,16 +30,12 @@ def _split_key(dotted: str) -> list[str]:
     return [a or b or c for a, b, c in _PART_RE.findall(dotted)]
 
 
-def locate(text: str, path: Sequence[str | int]) -> int | None:
-    """Best-effort line number (1-based) of the key ``path`` in TOML ``text``.
+def _entries(text: str) -> Iterator[tuple[int, list[str]]]:
+    """(line, key path) of every table header and ``key =`` line of TOML ``text``.
 
-    Walks table headers and ``key =`` lines, counting ``[[array]]`` occurrences so that
-    ``("services", "default", "imap", 1, "port")`` finds the port of the second imap table.
-    Returns the line of the longest matching prefix of ``path``.
+    ``[[array]]`` headers are counted, so the second ``[[services.default.imap]]`` table has
+    the path ``services.default.imap.1``.
     """
-    want = [str(p) for p in path]
-    best_line: int | None = None
-    best_len = -1
     table: list[str] = []
     array_counts: dict[tuple[str, ...], int] = {}
     for lineno, line in enumerate(text.splitlines(), start=1):
@@ -53,12 +49,25 @@ def locate(text: str, path: Sequence[str | int]) -> int | None:
                 table = [*parts, str(index)]
             else:
                 table = parts
-            candidate = table
+            yield lineno, table
         else:
             key_match = _KEY_RE.match(line)
-            if not key_match:
-                continue
-            candidate = [*table, *_split_key(key_match.group(1))]
+            if key_match:
+                yield lineno, [*table, *_split_key(key_match.group(1))]
+
+
+def locate(text: str, path: Sequence[str | int]) -> int | None:
+    """Best-effort line number (1-based) of the key ``path`` in TOML ``text``.
+
+    Returns the line of the longest matching prefix of ``path``; when not even the first
+    part is written as such (a missing key inside ``[[services.x.imap]]`` tables, whose
+    parent ``services.x`` never appears alone), the first line inside the nearest parent.
+    """
+    want = [str(p) for p in path]
+    best_line: int | None = None
+    best_len = -1
+    entries = list(_entries(text))
+    for lineno, candidate in entries:
         matched = 0
         for have, need in zip(candidate, want, strict=False):
             if have != need:
@@ -66,6 +75,11 @@ def locate(text: str, path: Sequence[str | int]) -> int | None:
             matched += 1
         if matched == len(candidate) and matched > best_len:
             best_len, best_line = matched, lineno
+    if best_line is None:
+        for size in range(len(want), 0, -1):
+            for lineno, candidate in entries:
+                if candidate[:size] == want[:size]:
+                    return lineno
     return best_line
 
 
@@ -97,7 +111,9 @@ def _format_errors(source: str, text: str, exc: ValidationError) -> str:
     for error in errors:
         loc = [p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
         # pydantic puts the union tag (the backend name) into the path of tagged unions: drop it.
-        paths.append(tuple(p for p in loc if p not in {"embedded", "ldap", "sql"}))
+        # "[key]" marks an error in a table's key itself (a bad domain name): the path to that
+        # key says it all.
+        paths.append(tuple(p for p in loc if p not in {"embedded", "ldap", "sql", "[key]"}))
     lines = []
     for error, path in zip(errors, paths, strict=True):
         # A list whose only item failed also reports "too short": the item's error says it all.
@@ -106,6 +122,8 @@ def _format_errors(source: str, text: str, exc: ValidationError) -> str:
         ):
             continue
         message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "missing":
+            message = "required key is missing"
         shown_input: Any = error.get("input")
         has_input = error["type"] not in {"missing", "model_type"} and "input" in error
         # Cross-field rules (model validators) say which key they mean (KeyedValueError).
@@ -174,7 +192,7 @@ def load_site(path: str | Path) -> Site:
     except OSError as exc:
         raise ConfigError(f"{file}: cannot read site file: {exc.strerror}") from None
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")  # editors on Windows like to add a BOM
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{file}: not UTF-8 (byte {exc.start})") from None
     return parse_site(text, source=str(file), base_dir=file.resolve().parent)
