@@ -195,6 +195,9 @@ def test_invalid_unserved_and_moved(example_server: str) -> None:
     unserved = httpx.get(f"{example_server}/", params={"emailaddress": "a@elsewhere.example"})
     assert unserved.status_code == 404
     assert "elsewhere.example" in unserved.text
+    idn = httpx.get(f"{example_server}/", params={"emailaddress": "a@bücher.example"})
+    assert idn.status_code == 404
+    assert "Für bücher.example" in idn.text or "for bücher.example" in idn.text
     moved = httpx.get(
         f"{example_server}/", params={"emailaddress": "x@alumni.example.edu", "lang": "de"}
     )

@@ -150,7 +150,8 @@ class ProfileRoutes:
             return 400, replace(page, message="invalid"), None
         domain = self.app.site.domain(address.domain)
         if domain is None:
-            return 404, replace(page, message="not_served", message_domain=address.domain), None
+            shown = unicode_domain(address.domain)
+            return 404, replace(page, message="not_served", message_domain=shown), None
         if domain.config.moved_to:
             query = urlencode(
                 {
