@@ -135,10 +135,11 @@ class GuardConfig(_Model):
     redis_timeout: float = Field(default=0.2, gt=0, le=5)
     on_store_error: Literal["accept", "tempfail"] = "accept"
     """Fail open (default: mail flows, admins are alerted) or closed (4.7.x tempfail)."""
-    message_stage: Literal["policy", "milter"] = "policy"
+    message_stage: Literal["policy", "milter", "milter-only"] = "policy"
     """Which front end counts whole messages and gives their signals; the other only
-    enforces. Use ``milter`` when the milter is wired: it sees the Subject and the webmail's
-    Received header."""
+    enforces. ``milter`` when both are wired (the milter sees the Subject and the webmail's
+    Received header; the policy server counts recipients); ``milter-only`` for sendmail,
+    which has no policy delegation: the milter then counts recipients as well."""
     local_domains: tuple[str, ...] = ()
     """Recipient domains that count as internal; empty: the site's served domains."""
     webmail_received_by: str = ""

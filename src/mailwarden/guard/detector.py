@@ -283,6 +283,13 @@ def forgive(state: UserState) -> None:
     state.locked = None
 
 
+def refused_by(verdict: Verdict, obs: Observation) -> int:
+    """Recipients a verdict turned away (held mail is kept, not refused)."""
+    if verdict.action in (Action.THROTTLE, Action.LOCK):
+        return max(1, len(obs.recipients) or obs.rcpt_count)
+    return 0
+
+
 def assess(c: Counters, limits: ClassLimits, ladder: Ladder) -> Verdict:
     """The ladder's verdict for counters ``c`` (pure; the heart of the guard)."""
     if c.locked is not None:
@@ -371,7 +378,6 @@ class Detector:
         """Apply what a verdict changes in the state (flag, lock)."""
         if verdict.action in (Action.ACCEPT, Action.REJECT):
             return
-        refused = max(1, len(obs.recipients) or obs.rcpt_count)
-        flag(state, obs.now, self.config.ladder, refused)
+        flag(state, obs.now, self.config.ladder, refused_by(verdict, obs))
         if verdict.action is Action.LOCK:
             state.locked = verdict.text

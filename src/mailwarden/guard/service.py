@@ -58,7 +58,9 @@ async def serve(
     if policy:
         servers.append(await listen.start(policy, PolicyServer(engine).handle, what="policy"))
     if milter:
-        raise ConfigError("the guard milter is not available in this version")
+        from mailwarden.guard.milter import MilterServer
+
+        servers.append(await listen.start(milter, MilterServer(engine).handle, what="milter"))
     log.info(
         json.dumps(
             {"event": "listening", "policy": policy, "milter": milter, "store": engine.store.name}

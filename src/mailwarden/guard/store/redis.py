@@ -30,6 +30,7 @@ from mailwarden.guard.detector import (
     Verdict,
     assess,
     is_internal,
+    refused_by,
 )
 from mailwarden.guard.store.base import MAX_HISTORY, Event, HoldInfo, LockInfo, StoreError
 
@@ -311,7 +312,7 @@ class RedisStore:
         )
         verdict = assess(counters, limits, config.ladder)
         if verdict.action in (Action.THROTTLE, Action.HOLD, Action.LOCK):
-            refused = max(1, len(obs.recipients) or obs.rcpt_count)
+            refused = refused_by(verdict, obs)
             until = obs.now + config.ladder.flag_hours * 3600
             try:
                 await self._flag(

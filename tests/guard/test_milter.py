@@ -1,0 +1,113 @@
+"""The milter over the real wire (asyncio server in the test, MTA-side client)."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from mailwarden.guard.config import GuardConfig
+from mailwarden.guard.detector import Action, Detector, Verdict
+from mailwarden.guard.engine import Engine
+from mailwarden.guard.milter import MilterServer, negotiate, reply_for
+from mailwarden.guard.store.memory import MemoryStore
+from tests.fixtures.guard_milter_client import MilterClient, pkt
+
+LOCAL = frozenset({"example.edu"})
+
+
+def with_milter(config: dict[str, Any], job: Callable[[int, Engine], Awaitable[None]]) -> None:
+    async def main() -> None:
+        guard = GuardConfig.model_validate(config)
+        engine = Engine(guard, MemoryStore(), Detector(guard, LOCAL))
+        server = await asyncio.start_server(MilterServer(engine).handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            await job(port, engine)
+        finally:
+            server.close()
+            await engine.drain()
+
+    asyncio.run(main())
+
+
+def test_negotiation_answers_every_stage_but_body() -> None:
+    reply = negotiate(struct.pack("!III", 6, 0x1FF, 0x1FFFFF))
+    version, actions, proto = struct.unpack("!III", reply[5:17])
+    assert version == 6
+    assert actions & 0x20  # quarantine
+    assert proto == 0x10 | 0x100  # only body and unknown skipped; no "no reply" flags
+    assert b"{auth_authen}" in reply
+
+
+def test_reply_codes() -> None:
+    assert reply_for(Verdict(Action.ACCEPT), "u") is None
+    assert reply_for(Verdict(Action.HOLD, 5, ("x",)), "u") is None
+    throttle = reply_for(Verdict(Action.THROTTLE, 2, ("100% odd",)), "u")
+    assert throttle is not None
+    assert b"451 4.7.1 " in throttle
+    assert b"%" not in throttle
+    lock = reply_for(Verdict(Action.LOCK, 9, ("x",)), "u")
+    assert lock is not None
+    assert b"550 5.7.1 " in lock
+
+
+def test_milter_only_blast_is_quarantined_then_refused_and_locked() -> None:
+    async def job(port: int, engine: Engine) -> None:
+        client = await MilterClient.connect("127.0.0.1", port)
+        ok = await client.message("ann", ["friend@example.org"], subject="lunch?")
+        assert ok.final() == ("eom", b"c", "")
+        outcomes = []
+        for i in range(30):
+            rcpts = [f"v{i}x{k}@s{i}-{k}.example" for k in range(20)]
+            res = await client.message("mal", rcpts, subject=f"Prize {i}", queue_id=f"Q{i}")
+            stage, code, text = res.final()
+            if any(a.startswith(b"q") for a in res.actions):
+                outcomes.append("quarantine")
+            else:
+                outcomes.append(f"{stage}:{code.decode()}:{text[:9]}")
+        assert "quarantine" in outcomes, outcomes
+        assert any(o.startswith("rcpt:y:451 4.7.1") for o in outcomes), outcomes
+        assert outcomes[-1].startswith("mail:y:550 5.7.1"), outcomes  # locked at MAIL FROM
+        holds = await engine.store.holds()
+        assert holds
+        assert holds[0].user == "mal"
+        assert (await client.message("ann", ["x@example.org"])).final() == ("eom", b"c", "")
+        await client.close()
+
+    with_milter({"message_stage": "milter-only"}, job)
+
+
+def test_browser_ip_from_the_webmail_received_header_is_the_network() -> None:
+    async def job(port: int, engine: Engine) -> None:
+        client = await MilterClient.connect("127.0.0.1", port)
+        received = "from [198.51.100.23] by webmail.example.edu with HTTP; Mon, 1 Jan 2024"
+        await client.message("bea", ["a@example.org"], received=received)
+        forged = "from [203.0.113.1] by evil.example with HTTP"
+        await client.message("bea", ["a@example.org"], received=forged, client_ip="192.0.2.9")
+        await client.close()
+        state = engine.store.users["bea"]  # type: ignore[attr-defined]
+        assert set(state.networks) == {"198.51.100.0/24", "192.0.2.0/24"}
+
+    with_milter({"message_stage": "milter", "webmail_received_by": "webmail.example.edu"}, job)
+
+
+def test_unauthenticated_mail_is_accepted_and_garbage_disconnects() -> None:
+    async def job(port: int, engine: Engine) -> None:
+        client = await MilterClient.connect("127.0.0.1", port)
+        res = await client.message("", ["x@example.org"])
+        assert res.replies["mail"] == b"a"
+        await client.close()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(struct.pack("!I", 1 << 30) + b"O")
+        await writer.drain()
+        assert await reader.read(10) == b""
+        writer.close()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(pkt(b"O", b"\0\0"))  # short negotiation
+        await writer.drain()
+        assert await reader.read(10) == b""
+        writer.close()
+
+    with_milter({}, job)
