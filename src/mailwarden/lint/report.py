@@ -10,7 +10,9 @@ from pathlib import PurePath
 
 from rich.console import Console
 from rich.markup import escape
+from rich.padding import Padding
 from rich.table import Table
+from rich.text import Text
 
 from mailwarden.lint.findings import Finding, LintReport, Outcome, Severity
 
@@ -46,7 +48,7 @@ def _finding(console: Console, finding: Finding) -> None:
         f"[{style}]{finding.severity.value.upper()} {finding.code}[/] "
         f"[bold]{escape(finding.subject)}[/]  {escape(_where(finding.file, finding.line))}"
     )
-    console.print(f"  {escape(finding.message)}")
+    console.print(Padding(Text(finding.message), (0, 0, 0, 2)))
     console.print("  [bold]fix:[/]")
     for line in finding.fix.splitlines():
         console.print(f"    [cyan]{escape(line)}[/]", soft_wrap=True)
