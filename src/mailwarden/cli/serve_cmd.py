@@ -86,6 +86,8 @@ def example_commands(site: Site, base: str) -> list[str]:
         f"curl -s '{base}/autodiscover/autodiscover.json?Email={user.replace('@', '%40')}"
         "&Protocol=AutodiscoverV1'",
         f"curl -s '{base}/autodiscover/autodiscover.json/v1.0/{user}?Protocol=AutodiscoverV1'",
+        f"curl -s -OJ '{base}/mobileconfig?emailaddress={user.replace('@', '%40')}'",
+        f"curl -s -H 'Accept-Language: de' '{base}/?emailaddress={user.replace('@', '%40')}'",
         f"curl -s '{base}/healthz'",
         f"curl -s '{base}/metrics'",
     ]

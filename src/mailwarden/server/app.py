@@ -64,12 +64,20 @@ class _NotFound(Exception):
 
 
 def outlook_2007_warning(site: Site) -> list[str]:
-    """Service sets whose Outlook 2007 users get no encrypted SMTP setting (start-up warning)."""
+    """Service sets whose Outlook 2007 users get an unencrypted setting (start-up warning).
+
+    Outlook 2007 reads only the ``SSL`` flag, so it is told implicit TLS or nothing: a protocol
+    the set offers only with STARTTLS reaches it unencrypted. SMTP is the usual case; IMAP and
+    POP3 are checked the same way where the set offers them at all.
+    """
+    ports = {"smtp": 465, "imap": 993, "pop3": 995}
     return [
-        f"service set {name!r} has no implicit-TLS SMTP server: Outlook 2007 cannot be told to "
-        "use STARTTLS, so its users get an unencrypted SMTP setting (add a port 465 server)"
+        f"service set {name!r} has no implicit-TLS {kind.upper()} server: Outlook 2007 cannot "
+        f"be told to use STARTTLS, so its users get an unencrypted {kind.upper()} setting "
+        f"(add a port {ports[kind]} server)"
         for name, services in site.services.items()
-        if not any(s.tls == "implicit" for s in services.smtp)
+        for kind in ("smtp", "imap", "pop3")
+        if services.servers(kind) and not any(s.tls == "implicit" for s in services.servers(kind))
     ]
 
 
