@@ -18,8 +18,9 @@ from mailwarden.site import Site, load_site
 from mailwarden.site.model import EmbeddedDirectory
 
 HELP = """\
-Serve Thunderbird autoconfig, Outlook Autodiscover (POX XML and v2 JSON), /healthz and
-/metrics for every domain in the site file, with a production ASGI server (uvicorn).
+Serve Thunderbird autoconfig, Outlook Autodiscover (POX XML and v2 JSON), Apple profiles
+(/mobileconfig, signed when [profiles] names a certificate), the self-service setup page (/),
+/healthz and /metrics for every domain in the site file, with a production ASGI server (uvicorn).
 
 Put it behind your TLS reverse proxy (see README: Deployment) and point autoconfig.<domain>
 and autodiscover.<domain> at it. Example:
