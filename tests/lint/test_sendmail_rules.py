@@ -38,6 +38,7 @@ def form(request: pytest.FixtureRequest) -> str:
 def config(tmp_path: Path, form: str, body: str, *, msa: bool = True) -> Path:
     """A .mc with ``body`` (OSTYPE first so m4 is happy), or the .cf m4 makes of it."""
     features = "" if msa else "FEATURE(`no_default_msa')dnl\n"
+    tmp_path.mkdir(parents=True, exist_ok=True)
     mc = tmp_path / "test.mc"
     mc.write_text(
         f"OSTYPE(`linux')dnl\n{features}{body}\nMAILER(`local')dnl\nMAILER(`smtp')dnl\n",
@@ -176,15 +177,18 @@ def test_m_b_in_a_dual_stack_setup_is_s4(
         "sendmail", str(path), "--resolve", f"{NAME}={V4}", "--bindv6only", "0", capsys=capsys
     )
     assert status == 1
+    rest = modifiers.replace("b", "")
     for name in ("MTA-v4", "MTA-v6"):
         item = finding(report, "S4", f"daemon {name}")
         assert item["severity"] == "warning"
-        fix = str(item["fix"]).splitlines()
-        rest = modifiers.replace("b", "")
-        assert ("M=" + rest if rest else "M=") in fix[0] or (not rest and "M=" not in fix[0])
-        assert "b" not in fix[0].split("M=")[-1] if "M=" in fix[0] else True
-        assert any("Family=inet6" in line and f"IPv6:{V6}" in line for line in fix[1:])
-        assert any("Family=inet," in line or "Family=inet'" in line for line in fix[1:])
+        daemon, *clients = str(item["fix"]).splitlines()
+        assert daemon.startswith(
+            f"{'DAEMON_OPTIONS(`' if form == 'mc' else 'O DaemonPortOptions='}"
+        )
+        assert f"Name={name}," in daemon
+        assert (f",M={rest}" in daemon) if rest else ("M=" not in daemon)
+        assert [c.split("Family=")[1].split(",")[0] for c in clients] == ["inet", "inet6"]
+        assert f"Addr=IPv6:{V6}" in clients[1]
 
 
 def test_m_b_in_an_ipv4_only_setup_is_fine(
@@ -302,6 +306,24 @@ def test_specific_ipv6_beside_ipv4_daemons_is_not_a_finding(
     for bindv6only in ("0", "1"):
         status, report = lint("sendmail", str(path), "--bindv6only", bindv6only, capsys=capsys)
         assert (status, codes(report)) == (0, []), report
+
+
+def test_mapped_literal_beside_the_inet_daemon_is_s2(
+    tmp_path: Path, form: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    body = (
+        "DAEMON_OPTIONS(`Port=smtp, Addr=192.0.2.25, Name=MTA-v4')dnl\n"
+        "DAEMON_OPTIONS(`Port=smtp, Addr=IPv6:::ffff:192.0.2.25, Name=MTA-v6, Family=inet6')dnl"
+    )
+    path = config(tmp_path, form, body, msa=False)
+    status, report = lint("sendmail", str(path), "--bindv6only", "0", capsys=capsys)
+    assert status == 2
+    assert codes(report) == [("S2", "fatal", "daemon MTA-v6")]
+    assert outcome(report, "MTA-v6") == "MTA exits after ~50 s"
+    # Without an IPv4 daemon on that address it binds, but serves IPv4 only: a warning.
+    path = config(tmp_path / "alone", form, body.splitlines()[1], msa=False)
+    status, report = lint("sendmail", str(path), "--bindv6only", "0", capsys=capsys)
+    assert (status, codes(report)) == (1, [("S2", "warning", "daemon MTA-v6")])
 
 
 @pytest.mark.parametrize(
