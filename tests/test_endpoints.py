@@ -351,6 +351,8 @@ def test_serve_warns_when_outlook_2007_gets_no_encrypted_smtp(policy_server: str
     log = serve_log(policy_server).read_text()
     assert "warning:" in log
     assert "service set 'starttls-only' has no implicit-TLS SMTP server" in log
+    assert "service set 'starttls-only' has no implicit-TLS IMAP server" in log
+    assert "service set 'starttls-only' has no implicit-TLS POP3" not in log  # offers no POP3
     assert "Outlook 2007" in log
     assert "'full'" not in log
 
