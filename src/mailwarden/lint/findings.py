@@ -25,17 +25,6 @@ class Severity(Enum):
 
 
 @dataclass(frozen=True)
-class Location:
-    """Where a setting was written: a file and a 1-based line (0 when the MTA's default applies)."""
-
-    file: str
-    line: int
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}" if self.line else f"{self.file} (default)"
-
-
-@dataclass(frozen=True)
 class Finding:
     """One problem: what is wrong, why it matters, and the corrected line(s) to paste."""
 
