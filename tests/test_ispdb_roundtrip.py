@@ -20,6 +20,7 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from lxml import etree
 
 from mailwarden.cli import main
 from mailwarden.errors import InputError
@@ -39,6 +40,7 @@ from mailwarden.site.model import Site
 from tests.fixtures.paths import shared_dir
 from tests.fixtures.server import running_server
 from tests.fixtures.sites import sites
+from tests.test_conformance_autodiscover import check_settings, request_body
 
 CORPUS_FILES = 163
 CORPUS_DOMAINS = 963  # <domain> elements over all files (corpus/README.md)
@@ -58,13 +60,15 @@ QUIRKS = {
     "the entry, Thunderbird stores 'undefined'): the address.",
     "duplicate-domain": "cty-net.ne.jp.xml lists cty-net.ne.jp twice; a site serves a domain "
     "once, so it is requested once.",
+    "display-short-name-misspelt": "nili.ca.xml writes <displayNameShort>; it is read as "
+    "<displayShortName> and served under the right name.",
+    "display-short-name-too-long": "gransy.com.xml's displayShortName has 25 characters, over "
+    "the draft's MUST of 20; it is left out and the organisation's short name is served.",
 }
-# Differences in fields the round trip does not compare (documented here so nobody wonders):
-# displayNameShort (nili.ca.xml) is read as displayShortName; gransy.com.xml's 25-character
-# displayShortName exceeds the draft's 20 and is left out; emailProvider ids that are not host
-# names (e.g. 'MessagingEngine') become the first domain; <documentation>, <enable>,
-# <instruction>, <webMail>, <oAuth2>, addThisServer and useGlobalPreferredServer are not
-# part of the site model.
+# Not compared (documented here so nobody wonders): emailProvider ids that are not host names
+# (e.g. 'MessagingEngine') become the first domain, as clients need a host name there;
+# <documentation>, <enable>, <instruction>, <webMail>, <oAuth2>, addThisServer and
+# useGlobalPreferredServer are not part of the site model.
 
 Server = tuple[str, str, str, int | None, str | None, str | None, tuple[str, ...]]
 
@@ -203,10 +207,48 @@ def test_every_domain_of_every_document_round_trips(corpus: Corpus) -> None:
                         f"{Path(path).name} / {domain}:\n  want {want}\n  have {have}"
                     )
                 assert domain in served.domains
+                assert served.display_name == original.display_name
+                short = original.display_short_name
+                if original.display_short_name_tag != "displayShortName":
+                    quirks.add("display-short-name-misspelt")
+                if short is not None and len(short) > 20:
+                    quirks.add("display-short-name-too-long")
+                    short = corpus.site.organisation.short_name
+                assert served.display_short_name == short, (path, domain)
     assert not mismatches, "\n".join(mismatches[:10])
     assert files_checked == CORPUS_FILES
     assert len(requested) == CORPUS_DOMAINS - 1
     assert quirks == set(QUIRKS), f"quirks seen {sorted(quirks)}, listed {sorted(QUIRKS)}"
+
+
+ENCRYPTION = {"SSL": "SSL", "STARTTLS": "TLS", "plain": "None"}
+
+
+def test_outlook_gets_the_first_server_of_each_protocol(corpus: Corpus) -> None:
+    """The same imported site through Autodiscover POX, for the first domain of every
+    document: valid per §2.3/§2.4 and the original's preferred server of each protocol."""
+    folder = shared_dir() / "corpus" / "autodiscover" / "community-wdes" / "xsd" / "autodiscover"
+    schema = etree.XMLSchema(etree.parse(str(folder / "AutodiscoverResponse.xsd")))
+    with httpx.Client(base_url=corpus.base, timeout=10) as client:
+        for path, original in corpus.documents.items():
+            domain = original.domains[0].lower()
+            address = f"someone@{domain}"
+            r = client.post("/autodiscover/autodiscover.xml", content=request_body(address))
+            assert r.status_code == 200, (path, r.text)
+            protocols = {p["Type"]: p for p in check_settings(r.content, schema)}
+            for kind in ("imap", "pop3", "smtp"):
+                entries = [e for e in original.servers if e.type == kind]
+                if not entries:
+                    assert kind.upper() not in protocols, path
+                    continue
+                first, got = entries[0], protocols[kind.upper()]
+                login = _fill(first.username or "%EMAILADDRESS%", "someone", domain)
+                assert (got["Server"], got["Port"], got["Encryption"], got["LoginName"]) == (
+                    _fill(first.hostname, "someone", domain),
+                    str(first.port),
+                    ENCRYPTION[first.socket_type or ""],
+                    login,
+                ), path
 
 
 def test_generic_documents_keep_the_placeholders(corpus: Corpus) -> None:
