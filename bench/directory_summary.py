@@ -3,8 +3,8 @@
 Files are ``RAW/<path>__<server>__run<N>.txt`` with path ``warm`` or ``cold`` and server
 ``ours`` or ``automx2``. Per path and server the median of the runs is reported with the runs
 themselves (the machine is shared), then our ratio to automx2 against the targets: warm ≥ 20×,
-cold ≥ 10×, our cold p99 ≤ 20 ms. Exit status 1 when a run saw non-2xx answers or socket
-errors: such a run measured failures, not lookups.
+cold ≥ 10×, our cold p99 ≤ 20 ms. Exit status 1 when a run of ours saw non-2xx answers or
+socket errors (such a run measured failures, not lookups); the peer's are reported.
 
 usage: python -m bench.directory_summary RAW_DIR [RESULTS_JSON]
 """
@@ -53,19 +53,20 @@ def main(raw: Path, out: Path | None) -> int:
         path, server, _ = file.stem.split("__")
         runs[(path, server)].append(parse(file.read_text(errors="replace")))
     summary: dict[str, dict[str, dict[str, object]]] = {}
+    errors: dict[tuple[str, str], float] = {}
     print(f"{'path':6} {'server':8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}  runs (req/s)")
     for (path, server), values in sorted(runs.items()):
         median = {k: statistics.median(v[k] for v in values) for k in ("rps", "p50", "p99")}
-        errors = sum(v["errors"] for v in values)
+        errors[(path, server)] = sum(v["errors"] for v in values)
         summary.setdefault(path, {})[server] = {
             **median,
-            "errors": errors,
+            "errors": errors[(path, server)],
             "runs": [v["rps"] for v in values],
         }
         per_run = " / ".join(f"{v['rps']:.0f}" for v in values)
         print(
             f"{path:6} {server:8} {median['rps']:9.1f} {median['p50']:8.2f} "
-            f"{median['p99']:8.2f}  {per_run}" + (f"  ERRORS {errors:.0f}" if errors else "")
+            f"{median['p99']:8.2f}  {per_run}"
         )
     print()
     status = 0
@@ -83,8 +84,15 @@ def main(raw: Path, out: Path | None) -> int:
         p99 = float(cold["p99"])  # type: ignore[arg-type]
         verdict = "met" if p99 <= TARGET_COLD_P99_MS else "NOT met"
         print(f"cold p99 (ours): {p99:.2f} ms (target <= {TARGET_COLD_P99_MS:.0f} ms: {verdict})")
-    if any(s["errors"] for p in summary.values() for k, s in p.items() if k != "ratio"):
-        print("some runs saw non-2xx answers or socket errors: see the raw output")
+    # automx2's cold runs are copies of its warm runs: count its errors once.
+    peer_errors = errors.get(("warm", "automx2"), 0.0)
+    if peer_errors:
+        print(
+            f"automx2: {peer_errors:.0f} non-2xx answers or socket errors/timeouts (wrk --timeout "
+            "5s); its req/s counts only the requests it completed"
+        )
+    if any(count for (_, server), count in errors.items() if server == "ours"):
+        print("ours: some runs saw non-2xx answers or socket errors: see the raw output")
         status = 1
     if out is not None:
         out.write_text(json.dumps(summary, indent=2))
