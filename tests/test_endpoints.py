@@ -100,12 +100,12 @@ def policy_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield base
 
 
-def serve_log(base: str) -> Path:
+def serve_log(base: str, temp: pytest.TempPathFactory) -> Path:
     """The log ``running_server`` writes next to the site file (start-up output included)."""
     port = base.rpartition(":")[2]
-    matches = list(Path("/tmp").glob(f"pytest-of-*/pytest-*/*/serve-{port}.log"))
-    assert matches, f"no log for port {port}"
-    return max(matches, key=lambda p: p.stat().st_mtime)
+    matches = list(temp.getbasetemp().glob(f"**/serve-{port}.log"))
+    assert len(matches) == 1, f"log of the server on port {port}: {matches}"
+    return matches[0]
 
 
 # -- Thunderbird autoconfig ------------------------------------------------------------------
@@ -347,8 +347,10 @@ def test_pox_outlook_2007_gets_implicit_tls_smtp(policy_server: str) -> None:
     assert old["SMTP"]["LoginName"] == "n0042"
 
 
-def test_serve_warns_when_outlook_2007_gets_no_encrypted_smtp(policy_server: str) -> None:
-    log = serve_log(policy_server).read_text()
+def test_serve_warns_when_outlook_2007_gets_no_encrypted_smtp(
+    policy_server: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    log = serve_log(policy_server, tmp_path_factory).read_text()
     assert "warning:" in log
     assert "service set 'starttls-only' has no implicit-TLS SMTP server" in log
     assert "service set 'starttls-only' has no implicit-TLS IMAP server" in log
@@ -357,8 +359,10 @@ def test_serve_warns_when_outlook_2007_gets_no_encrypted_smtp(policy_server: str
     assert "'full'" not in log
 
 
-def test_serve_does_not_warn_when_implicit_smtp_exists(example_server: str) -> None:
-    log = serve_log(example_server).read_text()
+def test_serve_does_not_warn_when_implicit_smtp_exists(
+    example_server: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    log = serve_log(example_server, tmp_path_factory).read_text()
     assert "service set 'institute'" in log  # STARTTLS-only SMTP: warned
     assert "service set 'campus'" not in log  # has 465: no warning
 
@@ -555,7 +559,9 @@ def test_metrics_with_one_worker(tmp_path: Path) -> None:
     assert samples["mailwarden_directory_lookup_seconds_count"] == 1
 
 
-def test_missing_embedded_directory_fails_soft_and_loud(tmp_path: Path) -> None:
+def test_missing_embedded_directory_fails_soft_and_loud(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     """A mistyped directory path: users still get settings (generic, per on_outage), the
     operator gets a start-up warning, an error log line and a metric, and no empty database
     is created behind their back."""
@@ -565,7 +571,7 @@ def test_missing_embedded_directory_fails_soft_and_loud(tmp_path: Path) -> None:
     with running_server(site, workers=1) as base:
         r = _autoconfig(base, "named@dir.example")
         samples = scrape(base)
-        log = serve_log(base).read_text()
+        log = serve_log(base, tmp_path_factory).read_text()
     assert usernames(r) == ["%EMAILADDRESS%"] * 5
     assert samples["mailwarden_directory_errors_total"] >= 1
     assert f"the embedded directory {tmp_path}/missing/users.sqlite does not exist" in log
