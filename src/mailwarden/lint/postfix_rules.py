@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Set
 from dataclasses import dataclass
+from pathlib import PurePath
 
 from mailwarden.lint.addresses import Address, Family, parse_literal
 from mailwarden.lint.binding import BindStatus, Endpoint, simulate
@@ -431,7 +432,9 @@ def check_postfix(
     findings = sorted(
         checker.findings, key=lambda f: (f.file, f.line == 0, f.line, -f.severity.rank, f.code)
     )
-    return LintReport("postfix", str(config.main_file), (mta, *predictions), tuple(findings))
+    return LintReport(
+        "postfix", str(PurePath(config.main_file).parent), (mta, *predictions), tuple(findings)
+    )
 
 
 def _p1_fix(item: _Listener, blocker: _Listener | None) -> str:
