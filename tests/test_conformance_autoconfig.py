@@ -224,7 +224,7 @@ def test_content_type_is_xml_on_both_paths(example: tuple[Site, str]) -> None:
 
 
 @settings(
-    max_examples=150,
+    max_examples=100,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )

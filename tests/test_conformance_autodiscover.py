@@ -447,7 +447,7 @@ def test_community_schema_catches_misplaced_elements(
 
 
 @settings(
-    max_examples=100,
+    max_examples=75,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
