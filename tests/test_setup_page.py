@@ -9,13 +9,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from mailwarden.address import parse_address
-from mailwarden.profiles import setup_page
+from mailwarden.address import AddressError, parse_address
+from mailwarden.profiles import apple, setup_page
 from mailwarden.profiles.subject import GENERIC, Subject
-from mailwarden.site import Site
+from mailwarden.site import Site, load_site
 from mailwarden.site.model import DomainView
 from tests.fixtures.server import running_server
 
@@ -235,3 +235,24 @@ def test_logo_and_organisation_from_the_site_file(example_site: Site) -> None:
     html = setup_page.render(site, setup_page.Page(lang="de")).decode()
     assert '<img src="https://www.example.edu/logo.svg" alt="">' in html
     assert "Uni &amp; Co" in html
+
+
+_SITE = load_site(Path(__file__).resolve().parents[1] / "examples" / "site.toml")
+
+
+@settings(max_examples=200, deadline=None)
+@given(localpart=st.text(min_size=1, max_size=30))
+def test_any_parseable_address_renders_page_and_profile(localpart: str) -> None:
+    """Whatever the address parser lets through, both renderers take it (Unicode included)."""
+    try:
+        address = parse_address(f"{localpart}@example.edu")
+    except AddressError:
+        assume(False)
+        return
+    site = _SITE
+    subject = Subject(str(address), address.localpart)
+    domain = _domain(site, "example.edu")
+    plistlib_bytes = apple.render(site, domain, subject, address)
+    assert plistlib_bytes.startswith(b"<?xml")
+    html = _result_page(site, str(address), subject, "en")
+    assert "<script" not in html
