@@ -108,7 +108,12 @@ class Locker:
                 conn = await client.connect(is_async=True, timeout=c.timeout)
                 try:
                     entry = bonsai.LDAPEntry(dn, conn)
-                    entry[c.attribute] = value  # a new key on an entry = REPLACE
+                    # bonsai annotates *values as tuples; the values are plain strings
+                    entry.change_attribute(
+                        c.attribute,
+                        bonsai.LDAPModOp.REPLACE,
+                        value,  # type: ignore[arg-type]
+                    )
                     await entry.modify()
                 finally:
                     conn.close()
