@@ -22,6 +22,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mailwarden.profiles import outlook
+from mailwarden.server.http import QueryTooLong, query_params
 from tests.fixtures.net import free_port
 from tests.fixtures.policy_site import write_policy_site
 from tests.fixtures.server import running_server
@@ -374,3 +376,52 @@ def test_server_healthy_after_the_storm(server: str) -> None:
     assert "<username>n0042</username>" in r.text
     metrics = httpx.get(f"{server}/metrics").text
     assert 'status="500"' not in metrics
+
+
+# -- the parsers behind the endpoints, as properties ---------------------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(
+        st.binary(max_size=2000),
+        st.text(max_size=500).map(lambda t: request_body(t).replace(b"&", b"&amp;")),
+        st.builds(
+            lambda head, cut, tail: head[:cut] + tail,
+            st.just(request_body("named@dir.example")),
+            st.integers(0, 400),
+            st.binary(max_size=50),
+        ),
+    )
+)
+def test_pox_parser_raises_only_its_own_error(body: bytes) -> None:
+    try:
+        request = outlook.parse_request(body)
+    except outlook.PoxRequestError as exc:
+        code = exc.code
+    else:
+        assert 0 < len(request.email) <= outlook.MAX_FIELD
+        return
+    assert code in (outlook.ErrorCode.INVALID_REQUEST, outlook.ErrorCode.SCHEMA_UNAVAILABLE)
+
+
+_xml_text = st.text(
+    alphabet=st.characters(codec="utf-8", exclude_categories=["Cs", "Cc"]), min_size=1, max_size=80
+).filter(lambda t: t.strip() == t)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_xml_text)
+def test_pox_parser_returns_the_escaped_address_unchanged(email: str) -> None:
+    escaped = email.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    assert outlook.parse_request(request_body(escaped)).email == email
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=6000))
+def test_query_parser_raises_only_query_too_long(raw: bytes) -> None:
+    try:
+        params = query_params({"query_string": raw})
+    except QueryTooLong:
+        return
+    assert all(key == key.lower() for key in params)

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from mailwarden.errors import ConfigError
@@ -331,3 +333,38 @@ def test_reference_examples_are_valid() -> None:
     blocks = re.findall(r"```toml\n(.*?)```", text, re.S)
     assert blocks
     parse_site(blocks[-1], source="site-reference.md (complete example)")
+
+
+# -- the loader as a property ------------------------------------------------------------------
+
+_edits = st.lists(
+    st.tuples(
+        st.integers(0, len(BASE)),
+        st.integers(0, 12),
+        st.one_of(
+            st.text(max_size=12),
+            st.sampled_from(['"', "[", "]]", "=", "\n", "port = 0", 'tls = "none"', "#", "."]),
+        ),
+    ),
+    max_size=4,
+)
+
+
+def _mutate(text: str, edits: list[tuple[int, int, str]]) -> str:
+    for at, cut, insert in edits:
+        text = text[:at] + insert + text[at + cut :]
+    return text
+
+
+@settings(max_examples=250, deadline=None)
+@given(st.one_of(st.text(max_size=300), _edits.map(lambda e: _mutate(BASE, e))))
+def test_loader_raises_only_config_errors_with_a_location(text: str) -> None:
+    try:
+        parse_site(text, source="site.toml")
+    except ConfigError as exc:
+        message = exc.message
+    else:
+        return
+    for line in message.splitlines():
+        assert line.startswith("site.toml"), message
+        assert re.match(r"site\.toml(:\d+)?: ", line), message

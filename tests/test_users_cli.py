@@ -16,10 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailwarden.address import parse_address
 from mailwarden.cli import main
-from mailwarden.directory.embedded import EmbeddedDirectory
+from mailwarden.directory.embedded import EmbeddedDirectory, read_users_csv
+from mailwarden.errors import InputError
 from tests.fixtures.paths import EXAMPLES
 
 HEADER = "address,login,display_name,aliases,enabled\n"
@@ -311,3 +314,35 @@ def test_subprocess_help_teaches_with_examples() -> None:
     assert result.returncode == 0
     assert "import users.csv" in result.stdout
     assert "CSV header" in result.stdout
+
+
+# -- the CSV parser as a property --------------------------------------------------------------
+
+_cells = st.one_of(
+    st.sampled_from(["a@example.edu", "b@EXAMPLE.edu", "x", "", "yes", "no", "a;b", '"q"']),
+    st.text(max_size=30),
+)
+_rows = st.lists(st.lists(_cells, min_size=0, max_size=6), max_size=8)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(
+        st.text(max_size=400),
+        _rows.map(lambda rows: HEADER + "\n".join(",".join(r) for r in rows)),
+    )
+)
+def test_csv_parser_raises_only_input_errors_that_name_the_file(text: str) -> None:
+    try:
+        numbered = read_users_csv(text, "users.csv")
+    except InputError as exc:
+        message = exc.message
+    else:
+        lines = [line for line, _record in numbered]
+        assert lines == sorted(set(lines))
+        for _line, record in numbered:
+            assert record.login == record.login.strip() != ""
+            assert record.address == parse_address(record.address).key
+        return
+    assert message.startswith("users.csv")
+    assert "\n" not in message
