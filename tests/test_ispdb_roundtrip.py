@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from lxml import etree
 
 from mailwarden.cli import main
-from mailwarden.errors import InputError
+from mailwarden.errors import ConfigError, InputError
 from mailwarden.ispdb import (
     MAX_DOCUMENT_BYTES,
     ProviderDocument,
@@ -34,7 +34,7 @@ from mailwarden.ispdb import (
     site_header,
 )
 from mailwarden.profiles import thunderbird
-from mailwarden.profiles.subject import GENERIC
+from mailwarden.profiles.subject import GENERIC, Subject
 from mailwarden.site import load_site, parse_site
 from mailwarden.site.model import Site
 from tests.fixtures.paths import shared_dir
@@ -420,3 +420,50 @@ def test_rendered_then_imported_serves_the_same(site: Site) -> None:
 
     assert servers(redone) == servers(document)
     assert set(redone.domains) == set(document.domains)
+
+
+# -- the site keys the import relies on -----------------------------------------------------------
+
+ONE_SET = """\
+primary_domain = "example.org"
+[organisation]
+name = "Ex"
+short_name = "Ex"
+[[services.s.imap]]
+host = "imap.example.org"
+[[services.s.smtp]]
+host = "smtp.example.org"
+{smtp}
+[domains."example.org"]
+services = "s"
+"""
+
+
+@pytest.mark.parametrize(
+    ("smtp", "message"),
+    [
+        ('login_template = "%EMAILLOCALPART"', "is not a login template"),
+        ('login_template = "%USER%@x"', "is not a login template"),
+        ('login_template = "a %EMAILADDRESS%"', "is not a login template"),
+        ("port = 587\ntls = 'implicit'", "allow_unusual_port = true"),
+        ("port = 465\ntls = 'starttls'\nallow_unusual_port = true", "implicit-TLS port"),
+    ],
+)
+def test_site_refuses_what_the_import_never_writes(smtp: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=r"services\.s\.smtp") as info:
+        parse_site(ONE_SET.format(smtp=smtp))
+    assert message in info.value.message
+
+
+def test_site_accepts_what_the_import_writes() -> None:
+    site = parse_site(
+        ONE_SET.format(
+            smtp="port = 587\ntls = 'implicit'\nallow_unusual_port = true\n"
+            'login_template = "%EMAILLOCALPART%.%EMAILDOMAIN%"'
+        )
+    )
+    view = site.domain("example.org")
+    assert view is not None
+    body = thunderbird.render(site, view, Subject("Jo@example.org", "Jo"))
+    assert b"<username>Jo.example.org</username><" in body
+    assert b"<port>587</port><socketType>SSL</socketType>" in body
