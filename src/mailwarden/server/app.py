@@ -24,6 +24,7 @@ from mailwarden.directory.base import Account, Directory
 from mailwarden.errors import DirectoryError
 from mailwarden.profiles import autodiscover_json, outlook, thunderbird
 from mailwarden.profiles.subject import GENERIC, Subject
+from mailwarden.server.cache import LRUCache
 from mailwarden.server.http import (
     BodyTooLarge,
     Message,
@@ -57,6 +58,9 @@ Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _CLIENT: contextvars.ContextVar[str | None] = contextvars.ContextVar("client", default=None)
 """The requesting client's IP (after trusted proxies), for the lookup token bucket."""
+
+DOCUMENT_CACHE_SIZE = 4096
+"""Rendered documents kept per worker (a few KiB each); see :mod:`mailwarden.server.cache`."""
 
 
 class _NotFound(Exception):
@@ -105,6 +109,7 @@ class AutoconfigApp:
         self.server_id = int.from_bytes(
             hashlib.sha256(socket.gethostname().encode()).digest()[:4], "big"
         )
+        self.documents: LRUCache[tuple[object, ...], bytes] = LRUCache(DOCUMENT_CACHE_SIZE)
         self.profiles = ProfileRoutes(self)  # loads the signing key: fails at start-up
         self._routes: dict[str, tuple[str, Handler]] = {
             **dict.fromkeys(AUTOCONFIG_PATHS, ("autoconfig", self._autoconfig)),
@@ -260,6 +265,12 @@ class AutoconfigApp:
             raise _NotFound("unknown domain")
         return address, domain
 
+    def _thunderbird(self, domain: DomainView, subject: Subject) -> bytes:
+        return self.documents.get_or_make(
+            ("thunderbird", domain.served, subject),
+            lambda: thunderbird.render(self.site, domain, subject),
+        )
+
     # -- endpoints ------------------------------------------------------------------------
 
     async def _autoconfig(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -283,7 +294,7 @@ class AutoconfigApp:
                     head=head,
                 )
                 return
-            await respond(send, 200, thunderbird.render(self.site, domain, GENERIC), XML, head=head)
+            await respond(send, 200, self._thunderbird(domain, GENERIC), XML, head=head)
             return
         try:
             address, domain = self._address_and_domain(raw)
@@ -304,7 +315,7 @@ class AutoconfigApp:
         if subject is None:
             await respond(send, 404, b"unknown address\n", head=head)
             return
-        await respond(send, 200, thunderbird.render(self.site, domain, subject), XML, head=head)
+        await respond(send, 200, self._thunderbird(domain, subject), XML, head=head)
 
     async def _pox(self, scope: Scope, receive: Receive, send: Send) -> None:
         method = scope["method"]
@@ -343,8 +354,10 @@ class AutoconfigApp:
         if subject.generic:  # POX has no placeholders: the typed address is the login
             subject = Subject(address=str(address), localpart=address.localpart)
         agent = header(scope, b"user-agent") or b""
-        body = outlook.render_settings(
-            domain, subject, outlook_2007=b"Microsoft Office/12." in agent
+        outlook_2007 = b"Microsoft Office/12." in agent
+        body = self.documents.get_or_make(
+            ("pox", domain.served, subject, outlook_2007),
+            lambda: outlook.render_settings(domain, subject, outlook_2007=outlook_2007),
         )
         await respond(send, 200, body, XML)
 
