@@ -38,7 +38,7 @@ pytest: $(BIN)/.installed debian-test
 
 test: debian-test $(BIN)/.installed lint typecheck pytest
 
-bench: $(BIN)/.installed debian-test
+bench: $(BIN)/.installed   # bench/autoconfig.sh installs packaging/debian-bench.txt itself
 	bash bench/autoconfig.sh
 
 clean:
