@@ -24,7 +24,7 @@ from mailwarden.directory.embedded import UserStore, parse_users_csv
 from mailwarden.profiles import thunderbird
 from mailwarden.profiles.subject import Subject
 from mailwarden.site import load_site
-from mailwarden.site.model import Site
+from mailwarden.site.model import DomainView, Site
 from tests.fixtures.paths import EXAMPLES, shared_dir
 from tests.fixtures.server import running_server
 from tests.fixtures.sites import sites, subjects
@@ -135,13 +135,24 @@ def example(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Site, st
         yield load_site(config), base
 
 
-def _users_by_domain() -> dict[str, list[str]]:
+def _users_by_domain() -> dict[str, dict[str, bool]]:
+    """Domain → {address: enabled} for every address in examples/users.csv."""
     csv = (EXAMPLES / "users.csv").read_text(encoding="utf-8")
-    result: dict[str, list[str]] = {}
+    result: dict[str, dict[str, bool]] = {}
     for record in parse_users_csv(csv, "users.csv"):
         for address in (record.address, *record.aliases):
-            result.setdefault(address.rpartition("@")[2], []).append(address)
+            result.setdefault(address.rpartition("@")[2], {})[address] = record.enabled
     return result
+
+
+def _unknown_policy(view: DomainView) -> str:
+    """How the site answers an address the directory does not know (docs/site-reference.md):
+    the domain's policy where the directory is asked, otherwise a per-user document."""
+    services = view.services
+    servers = (*services.imap, *services.pop3, *services.smtp)
+    if view.config.login == "directory" or any(s.login == "directory" for s in servers):
+        return view.config.unknown_address
+    return "as-address"
 
 
 def test_example_site_every_document_validates(
@@ -169,20 +180,25 @@ def test_example_site_every_document_validates(
                     check_autoconfig(r.content, relaxng, generic=True)
                     checked += 1
             shown = IDN_DOMAIN if name == IDN_ASCII else name
+            known = users.get(name, {})
             addresses = [
-                *users.get(name, []),
+                *known,
                 f"nobody.here@{shown}",  # unknown user
                 f"gone@{shown}",  # disabled in users.csv for example.edu
                 f"Mixed.Case@{shown.upper()}",
             ]
             for address in addresses:
                 r = client.get(f"/mail/config-v1.1.xml?emailaddress={quote(address, safe='')}")
+                policy = "known" if known.get(address.lower()) else _unknown_policy(view)
                 if moved:
                     assert r.status_code == 302
                     continue
+                if policy == "reject":
+                    assert r.status_code == 404, (address, r.text)
+                    continue
                 assert r.status_code == 200, (address, r.text)
                 assert r.headers["content-type"].startswith("text/xml")
-                root = check_autoconfig(r.content, relaxng, generic=False)
+                root = check_autoconfig(r.content, relaxng, generic=policy == "generic")
                 ids = root.find("emailProvider").get("id")  # type: ignore[union-attr]
                 assert ids == view.name
                 checked += 1
