@@ -16,6 +16,7 @@ breaks (server restarted) is dropped and the search is retried once on a fresh o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import time
@@ -101,7 +102,8 @@ class _Connection(AIOLDAPConnection):
         try:
             return await asyncio.wait_for(future, timeout)
         finally:
-            loop.remove_reader(fd)
+            with contextlib.suppress(OSError, ValueError):  # fd already closed by libldap
+                loop.remove_reader(fd)
 
 
 @dataclass(slots=True)
