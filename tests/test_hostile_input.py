@@ -370,8 +370,13 @@ def test_random_requests_never_5xx(
     assert b'File "' not in r.content
 
 
-def test_server_healthy_after_the_storm(server: str) -> None:
+def test_server_healthy_after_the_storm(
+    server: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     assert httpx.get(f"{server}/healthz").text == "ok\n"
+    port = server.rpartition(":")[2]
+    (log,) = tmp_path_factory.getbasetemp().glob(f"**/serve-{port}.log")
+    assert "Traceback" not in log.read_text(), "the server logged an unexpected exception"
     r = httpx.get(f"{server}/mail/config-v1.1.xml", params={"emailaddress": "named@dir.example"})
     assert "<username>n0042</username>" in r.text
     metrics = httpx.get(f"{server}/metrics").text
