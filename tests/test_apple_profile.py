@@ -344,3 +344,40 @@ def test_serve_refuses_a_bad_signing_key(example_site_file: Path) -> None:
     message = " ".join(result.stderr.split())  # the console may wrap long lines
     assert "nope.pem: cannot read the profile signing certificate" in message
     assert "Traceback" not in result.stderr
+
+
+def test_check_config_checks_the_signing_files(example_site_file: Path, pki: SigningPki) -> None:
+    def check() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "mailwarden",
+                "check-config",
+                "--format",
+                "json",
+                str(example_site_file),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    text = example_site_file.read_text(encoding="utf-8")
+    example_site_file.write_text(
+        text + f'\n[profiles]\nsigning_certificate = "{pki.certificate}"\n'
+        f'signing_key = "{pki.intermediate}"\n',
+        encoding="utf-8",
+    )
+    bad = check()
+    assert bad.returncode == 2
+    assert "not an unencrypted PEM private key" in bad.stdout
+    example_site_file.write_text(
+        text + f'\n[profiles]\nsigning_certificate = "{pki.certificate}"\n'
+        f'signing_key = "{pki.key}"\n',
+        encoding="utf-8",
+    )
+    good = check()
+    assert good.returncode == 0, good.stdout
+    assert '"profiles_signed": true' in good.stdout

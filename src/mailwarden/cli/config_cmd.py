@@ -10,6 +10,7 @@ from rich.table import Table
 from mailwarden.address import unicode_domain
 from mailwarden.cli.common import add_format_option, console, formatter, print_json
 from mailwarden.errors import ConfigError
+from mailwarden.profiles.signing import load_signer
 from mailwarden.server.app import outlook_2007_warning
 from mailwarden.site import Site, load_site
 
@@ -66,15 +67,23 @@ def summary(site: Site) -> dict[str, Any]:
             }
             for name, services in site.services.items()
         },
+        "profiles_signed": site.profiles.signing_certificate is not None,
         "warnings": outlook_2007_warning(site),
     }
+
+
+def _load_checked(path: str) -> Site:
+    """The site, and the signing files it names: ``serve`` would refuse a bad key too."""
+    site = load_site(path)
+    load_signer(site.profiles)
+    return site
 
 
 def run(args: argparse.Namespace) -> int:
     if args.format == "json":
         # Scripts get JSON on both paths: {"valid": false, "errors": [...]} and exit status 2.
         try:
-            site = load_site(args.file)
+            site = _load_checked(args.file)
         except ConfigError as exc:
             print_json(
                 {
@@ -87,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
             return exc.exit_status
         print_json({"valid": True, "file": args.file, **summary(site)})
         return 0
-    site = load_site(args.file)
+    site = _load_checked(args.file)
     data = summary(site)
     console.print(f"[green]✓[/] {args.file} is valid: {site.organisation.name}")
     domains = Table(title="Domains", title_justify="left")
