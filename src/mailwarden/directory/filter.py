@@ -38,15 +38,17 @@ def check_template(template: str) -> None:
     """Raise :class:`FilterError` unless ``template`` is a parenthesised filter whose only
     placeholders are ``{address}``, ``{localpart}`` and ``{domain}``."""
     try:
-        fields = [name for _, name, spec, conv in string.Formatter().parse(template) if name]
+        parts = list(string.Formatter().parse(template))
     except ValueError as exc:
         raise FilterError(f"filter template is malformed: {exc}") from None
-    unknown = sorted(set(fields) - PLACEHOLDERS)
-    if unknown:
-        raise FilterError(
-            f"filter uses unknown placeholder {{{unknown[0]}}}; "
-            "allowed: {address}, {localpart}, {domain}"
-        )
+    fields = [(name, spec, conv) for _, name, spec, conv in parts if name is not None]
+    for name, spec, conv in fields:
+        if name not in PLACEHOLDERS or spec or conv:
+            shown = name + (f"!{conv}" if conv else "") + (f":{spec}" if spec else "")
+            raise FilterError(
+                f"filter uses the placeholder {{{shown}}}; allowed are exactly {{address}}, "
+                "{localpart} and {domain} (write a literal brace as {{ or }})"
+            )
     if not fields:
         raise FilterError("filter must use {address} (or {localpart} and {domain})")
     text = render_filter(template, Address("x", "example.org"))
