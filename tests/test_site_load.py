@@ -74,13 +74,24 @@ def test_unknown_key_names_line_key_and_value() -> None:
     message = load_error(BASE + 'colour = "red"\n')
     assert message == (
         f'site.toml:{DOMAIN_LINE + 2}: domains."example.org".colour: '
-        "Extra inputs are not permitted (got 'red')"
+        "unknown key 'colour'; expected one of: aliases, autodiscover, display_name, "
+        "display_short_name, documentation_url, login, moved_to, services, unknown_address "
+        "(got 'red')"
     )
 
 
 def test_unknown_top_level_section() -> None:
     message = load_error(BASE + "[sever]\nmax_body_bytes = 1\n")
-    assert message.startswith(f"site.toml:{DOMAIN_LINE + 2}: sever: Extra inputs")
+    assert message.startswith(f"site.toml:{DOMAIN_LINE + 2}: sever: unknown key 'sever'; ")
+    assert "expected one of: directory, domains, " in message
+    assert ", server, services" in message
+
+
+def test_unknown_key_lists_the_keys_of_the_chosen_backend() -> None:
+    message = load_error(BASE + '\n[directory]\npth = "users.sqlite"\n')
+    assert message.startswith(f"site.toml:{DOMAIN_LINE + 4}: directory.pth: unknown key 'pth'; ")
+    assert "path" in message
+    assert "base_dn" not in message  # an LDAP key: not what an embedded directory takes
 
 
 def test_wrong_type_says_what_is_expected() -> None:

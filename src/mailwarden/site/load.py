@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import re
 import tomllib
+import types
+import typing
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from mailwarden.errors import ConfigError
 from mailwarden.site.model import Site
@@ -105,17 +107,67 @@ def _syntax_error(source: str, exc: tomllib.TOMLDecodeError) -> str:
     return f"{source}:{position.group(1)}: not valid TOML: {what} (column {position.group(2)})"
 
 
+_BACKENDS = frozenset({"embedded", "ldap", "sql"})
+
+
+def _types(annotation: Any) -> list[Any]:
+    """The concrete types behind an annotation (through Annotated, Optional and unions)."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _types(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        return [t for arg in typing.get_args(annotation) for t in _types(arg)]
+    return [annotation]
+
+
+def _is_backend(kind: Any, backend: str | None) -> bool:
+    """Whether ``kind`` is the directory model selected by ``backend`` (or not one at all)."""
+    if backend is None or not (isinstance(kind, type) and issubclass(kind, BaseModel)):
+        return True
+    field = kind.model_fields.get("backend")
+    return field is None or backend in typing.get_args(field.annotation)
+
+
+def allowed_keys(path: Sequence[str | int], backend: str | None = None) -> list[str]:
+    """The keys the site model accepts in the table at ``path`` (for "unknown key" errors);
+    ``backend`` picks the directory backend's model among the tagged union."""
+    current: list[Any] = [Site]
+    for part in path:
+        following: list[Any] = []
+        for kind in current:
+            origin = typing.get_origin(kind)
+            if isinstance(kind, type) and issubclass(kind, BaseModel):
+                field = kind.model_fields.get(str(part))
+                if field is not None:
+                    following += _types(field.annotation)
+            elif origin is dict:  # any key: the value's type
+                following += _types(typing.get_args(kind)[1])
+            elif origin is tuple and isinstance(part, int):
+                following += _types(typing.get_args(kind)[0])
+        current = [kind for kind in following if _is_backend(kind, backend)]
+    return sorted(
+        {
+            name
+            for kind in current
+            if isinstance(kind, type) and issubclass(kind, BaseModel)
+            for name in kind.model_fields
+        }
+    )
+
+
 def _format_errors(source: str, text: str, exc: ValidationError) -> str:
     errors = exc.errors(include_url=False)
     paths: list[tuple[str | int, ...]] = []
+    backends: list[str | None] = []
     for error in errors:
+        backends.append(next((str(p) for p in error["loc"] if p in _BACKENDS), None))
         loc = [p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
         # pydantic puts the union tag (the backend name) into the path of tagged unions: drop it.
         # "[key]" marks an error in a table's key itself (a bad domain name): the path to that
         # key says it all.
-        paths.append(tuple(p for p in loc if p not in {"embedded", "ldap", "sql", "[key]"}))
+        paths.append(tuple(p for p in loc if p not in {*_BACKENDS, "[key]"}))
     lines = []
-    for error, path in zip(errors, paths, strict=True):
+    for error, path, backend in zip(errors, paths, backends, strict=True):
         # A list whose only item failed also reports "too short": the item's error says it all.
         if error["type"] == "too_short" and any(
             len(other) > len(path) and other[: len(path)] == path for other in paths
@@ -124,6 +176,11 @@ def _format_errors(source: str, text: str, exc: ValidationError) -> str:
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "missing":
             message = "required key is missing"
+        elif error["type"] == "extra_forbidden" and path:
+            known = allowed_keys(path[:-1], backend)
+            message = f"unknown key {str(path[-1])!r}" + (
+                f"; expected one of: {', '.join(known)}" if known else ""
+            )
         shown_input: Any = error.get("input")
         has_input = error["type"] not in {"missing", "model_type"} and "input" in error
         # Cross-field rules (model validators) say which key they mean (KeyedValueError).
