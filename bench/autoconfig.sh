@@ -249,10 +249,33 @@ smoke() {  # $1 = server: every endpoint answers right, for the first and the la
   log "$1: smoke check ok"
 }
 
+tree_pids() {  # $1 and all its descendants
+  local child
+  echo "$1"
+  for child in $(pgrep -P "$1" || true); do tree_pids "$child"; done
+}
+
+cpu_ticks() {  # user + system CPU time of $1's process tree, in clock ticks
+  local total=0 pid fields
+  for pid in $(tree_pids "$1"); do
+    fields="$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null)" || continue
+    # shellcheck disable=SC2086  # split the stat fields: after "pid (comm) ", utime is #12
+    set -- $fields
+    total=$((total + ${12} + ${13}))
+  done
+  echo "$total"
+}
+
 wrk_run() {  # $1 = server, $2 = endpoint, $3 = duration, $4 = output file
+  # Besides wrk's figures, record the CPU time the server used: on a shared machine
+  # throughput follows whatever else runs, CPU time per request much less so.
+  local before after
+  before="$(cpu_ticks "${PID[$1]}")"
   wrk -t"$THREADS" -c"$CONNECTIONS" -d"$3" --timeout 5s --latency -s "$ROTATE" \
     "$(url "$1" "$2")" -- "$2" "$WORKDIR/users.txt" >"$4" 2>&1 \
     || die "wrk failed against $1 $2: $(tail -3 "$4")"
+  after="$(cpu_ticks "${PID[$1]}")"
+  echo "server CPU ticks: $((after - before)) at $(getconf CLK_TCK) per second" >>"$4"
 }
 
 machine() {

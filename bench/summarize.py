@@ -43,6 +43,12 @@ class Run:
     requests: int
     non_2xx: int
     socket_errors: int
+    cpu_seconds: float
+    """CPU time (user + system) the server's processes used during the run."""
+
+    @property
+    def cpu_us_per_request(self) -> float:
+        return self.cpu_seconds / self.requests * 1e6 if self.requests else math.nan
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +70,10 @@ class Row:
     @property
     def p99_ms(self) -> float:
         return statistics.median(r.p99_ms for r in self.runs)
+
+    @property
+    def cpu_us_per_request(self) -> float:
+        return statistics.median(r.cpu_us_per_request for r in self.runs)
 
     @property
     def spread(self) -> float:
@@ -98,6 +108,7 @@ def parse_run(text: str) -> Run:
         value = number(rf"^\s+{pct}%\s+(\S+)")
         return to_ms(value) if value else math.nan
 
+    ticks = re.search(r"server CPU ticks: (\d+) at (\d+) per second", text)
     errors = re.search(
         r"Socket errors:\s+connect (\d+), read (\d+), write (\d+), timeout (\d+)", text
     )
@@ -108,6 +119,7 @@ def parse_run(text: str) -> Run:
         requests=int(number(r"(\d+) requests in") or 0),
         non_2xx=int(number(r"Non-2xx or 3xx responses:\s+(\d+)") or 0),
         socket_errors=sum(int(x) for x in errors.groups()) if errors else 0,
+        cpu_seconds=int(ticks.group(1)) / int(ticks.group(2)) if ticks else math.nan,
     )
 
 
@@ -142,7 +154,7 @@ def table(head: list[str], rows: list[list[str]]) -> str:
 
 def measurements(rows: dict[tuple[str, str], Row]) -> str:
     head = ["endpoint", "server", "req/s", "p50 ms", "p99 ms", "req/s per run", "spread"]
-    head += ["non-2xx", "socket err"]
+    head += ["server CPU µs/req", "non-2xx", "socket err"]
     body = []
     for key in sorted(rows, key=_order):
         row = rows[key]
@@ -155,6 +167,7 @@ def measurements(rows: dict[tuple[str, str], Row]) -> str:
                 f"{row.p99_ms:.2f}",
                 " / ".join(f"{r.rps:,.0f}" for r in row.runs),
                 f"{row.spread:.0%}",
+                f"{row.cpu_us_per_request:,.0f}",
                 str(row.non_2xx),
                 str(row.socket_errors),
             ]
@@ -220,6 +233,7 @@ def main(argv: list[str]) -> int:
                     "p50_ms": r.p50_ms,
                     "p99_ms": r.p99_ms,
                     "spread": r.spread,
+                    "cpu_us_per_request": r.cpu_us_per_request,
                     "runs": [asdict(run) for run in r.runs],
                 }
                 for r in (rows[k] for k in sorted(rows, key=_order))
