@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mailwarden.guard.detector import Action, Verdict
 from mailwarden.guard.policy import ProtocolError, action_for, parse_request
@@ -50,12 +52,25 @@ def blast(client: PolicyClient, user: str, messages: int, per_message: int = 20)
     return actions
 
 
+@given(st.binary(max_size=3000))
+def test_parse_request_only_raises_protocol_errors(block: bytes) -> None:
+    try:
+        request = parse_request(block)
+    except ProtocolError:
+        return
+    assert len(request) <= 64
+    assert all("\n" not in k + v for k, v in request.items())
+
+
 def test_parse_request_bounds() -> None:
-    assert parse_request([b"a=b\n", b"c==d\n"]) == {"a": "b", "c": "=d"}
+    assert parse_request(b"a=b\nc==d\n\n") == {"a": "b", "c": "=d"}
+    assert parse_request(b"a=b\r\n\r\n") == {"a": "b"}
     with pytest.raises(ProtocolError):
-        parse_request([b"garbage\n"])
+        parse_request(b"garbage\n\n")
     with pytest.raises(ProtocolError):
-        parse_request([b"a=b\n"] * 65)
+        parse_request(b"".join(f"a{i}=b\n".encode() for i in range(65)))
+    with pytest.raises(ProtocolError):
+        parse_request(b"a=" + b"x" * 9000 + b"\n\n")
 
 
 def test_actions_map_to_postfix_access_verbs() -> None:

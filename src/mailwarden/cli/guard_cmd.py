@@ -152,8 +152,15 @@ def run_serve(args: argparse.Namespace) -> int:
         start_http_server(int(port), addr=host.strip("[]"), registry=engine.metrics.registry)
     policy = args.policy if args.policy is not None else config.policy_listen
     milter = args.milter if args.milter is not None else config.milter_listen
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(engine, policy=policy, milter=milter))
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop
+    try:
+        import uvloop  # installed with uvicorn[standard]: a faster event loop for the hot path
+
+        loop_factory = uvloop.new_event_loop
+    except ImportError:  # pragma: no cover - uvloop is a pinned dependency
+        pass
+    with contextlib.suppress(KeyboardInterrupt), asyncio.Runner(loop_factory=loop_factory) as run:
+        run.run(serve(engine, policy=policy, milter=milter))
     return 0
 
 

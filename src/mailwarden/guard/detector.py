@@ -75,9 +75,12 @@ class Observation:
     subject_fp: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Counters:
-    """The numbers one decision is made from (what the stores return)."""
+    """The numbers one decision is made from (what the stores return).
+
+    Not frozen: it is built once per decision on the hot path, and a frozen dataclass's
+    constructor costs several times more; nothing keeps or changes it after ``assess``."""
 
     msgs_1m: int = 0
     msgs_1h: int = 0

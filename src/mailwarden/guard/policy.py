@@ -32,17 +32,27 @@ class ProtocolError(ValueError):
     """The peer does not speak the policy protocol (or breaks its bounds)."""
 
 
-def parse_request(lines: list[bytes]) -> dict[str, str]:
-    """Attribute lines (without the final empty line) → dict; raises :class:`ProtocolError`."""
-    if len(lines) > MAX_ATTRS:
-        raise ProtocolError(f"more than {MAX_ATTRS} attributes")
+def parse_request(block: bytes) -> dict[str, str]:
+    """One request (``name=value`` lines, the final empty line optional) → dict.
+
+    Raises :class:`ProtocolError` for lines that are not ``name=value`` and for requests
+    beyond the bounds.
+    """
+    if len(block) > MAX_REQUEST:
+        raise ProtocolError("request too large")
+    lines = block.decode("utf-8", "replace").replace("\r\n", "\n").split("\n")
     request: dict[str, str] = {}
-    for raw in lines:
-        line = raw.rstrip(b"\r\n").decode("utf-8", "replace")
+    for line in lines:
+        if not line:
+            continue
         name, sep, value = line.partition("=")
         if not sep or not name:
             raise ProtocolError(f"not name=value: {line[:40]!r}")
+        if len(line) > MAX_LINE:
+            raise ProtocolError("line too long")
         request[name] = value
+    if len(request) > MAX_ATTRS:
+        raise ProtocolError(f"more than {MAX_ATTRS} attributes")
     return request
 
 
@@ -123,24 +133,15 @@ class PolicyServer:
         held: dict[str, str] = {}
         try:
             while True:
-                lines: list[bytes] = []
-                size = 0
-                while True:
-                    try:
-                        line = await reader.readuntil(b"\n")
-                    except asyncio.LimitOverrunError:
-                        raise ProtocolError("line too long") from None
-                    except asyncio.IncompleteReadError:
-                        return  # the MTA closed the connection
-                    size += len(line)
-                    if len(line) > MAX_LINE or size > MAX_REQUEST:
-                        raise ProtocolError("request too large")
-                    if line in (b"\n", b"\r\n"):
-                        break
-                    lines.append(line)
-                if not lines:
+                try:
+                    block = await reader.readuntil(b"\n\n")
+                except asyncio.LimitOverrunError:
+                    raise ProtocolError("request too large") from None
+                except asyncio.IncompleteReadError:
+                    return  # the MTA closed the connection
+                request = parse_request(block)
+                if not request:
                     continue
-                request = parse_request(lines)
                 action = await self.respond(request, held)
                 writer.write(f"action={action}\n\n".encode())
                 await writer.drain()

@@ -23,34 +23,52 @@ SPANS: dict[str, tuple[float, int]] = {"1m": (5.0, 12), "1h": (300.0, 12), "24h"
 
 @dataclass(slots=True)
 class Ring:
-    """Event counts in ``n`` buckets of ``width`` seconds."""
+    """Event counts in ``n`` buckets of ``width`` seconds, with a running total.
+
+    Buckets that time leaves behind are cleared (and taken off the total) when the ring is
+    next touched, so ``add`` and ``total`` cost O(1) amortised: at most one bucket cleared
+    per bucket of time that passed.
+    """
 
     width: float
     n: int
     counts: list[int] = field(default_factory=list)
-    stamps: list[int] = field(default_factory=list)
+    head: int = -1
+    """The newest bucket index the ring has advanced to (-1: never used)."""
+    running: int = 0
 
     def __post_init__(self) -> None:
         if not self.counts:
             self.counts = [0] * self.n
-            self.stamps = [-1] * self.n
+
+    def _advance(self, idx: int) -> None:
+        head = self.head
+        if idx <= head:
+            return
+        counts = self.counts
+        if head < 0 or idx - head >= self.n:
+            for i in range(self.n):
+                counts[i] = 0
+            self.running = 0
+        else:
+            n = self.n
+            for b in range(head + 1, idx + 1):
+                i = b % n
+                self.running -= counts[i]
+                counts[i] = 0
+        self.head = idx
 
     def add(self, now: float, k: int = 1) -> None:
         idx = int(now // self.width)
-        i = idx % self.n
-        if self.stamps[i] != idx:
-            self.stamps[i] = idx
-            self.counts[i] = 0
-        self.counts[i] += k
+        self._advance(idx)
+        if idx < self.head - self.n + 1:
+            return  # older than the window: nothing to count
+        self.counts[idx % self.n] += k
+        self.running += k
 
     def total(self, now: float) -> int:
-        idx = int(now // self.width)
-        low = idx - self.n
-        total = 0
-        for count, stamp in zip(self.counts, self.stamps, strict=True):
-            if low < stamp <= idx:
-                total += count
-        return total
+        self._advance(int(now // self.width))
+        return self.running
 
 
 @dataclass(slots=True)
