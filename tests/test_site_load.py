@@ -379,3 +379,11 @@ def test_loader_raises_only_config_errors_with_a_location(text: str) -> None:
     for line in message.splitlines():
         assert line.startswith("site.toml"), message
         assert re.match(r"site\.toml(:\d+)?: ", line), message
+
+
+def test_check_config_prints_markup_like_names_verbatim(tmp_path: Path) -> None:
+    site = tmp_path / "site.toml"
+    site.write_text(BASE.replace('name = "Example"', 'name = "[/] Example [bold]"'), "utf-8")
+    result = check_config(str(site))
+    assert result.returncode == 0, result.stderr
+    assert "is valid: [/] Example [bold]" in result.stdout

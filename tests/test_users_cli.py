@@ -346,3 +346,27 @@ def test_csv_parser_raises_only_input_errors_that_name_the_file(text: str) -> No
         return
     assert message.startswith("users.csv")
     assert "\n" not in message
+
+
+def test_values_that_look_like_markup_are_shown_verbatim(site: Path) -> None:
+    """Terminal output is rich text: a login of "[/]" must print, not crash the command."""
+    result = users(site, "add", "br@example.edu", "--login", "[/]", "--name", "[bold]x[/x]")
+    assert result.returncode == 0, result.stderr
+    shown = users(site, "show", "br@example.edu")
+    assert shown.returncode == 0, shown.stderr
+    assert "[/]" in shown.stdout
+    assert "[bold]x[/x]" in shown.stdout
+    listed = users(site, "list")
+    assert listed.returncode == 0
+    assert "[/]" in listed.stdout
+
+
+def test_addresses_in_unserved_domains_are_flagged(site: Path) -> None:
+    text = HEADER + "a@example.edu,a,,a@exmaple.edu,yes\nb@nowhere.example,b,,,yes\n"
+    result = users(site, "import", str(write(site.parent / "typo.csv", text)))
+    assert result.returncode == 0, result.stderr
+    assert "warning: 2 address(es) in domains the site does not serve" in result.stderr
+    assert "a@exmaple.edu, b@nowhere.example" in result.stderr
+    clean = users(site, "add", "c@uni-example.de", "--login", "c")  # an alias domain: served
+    assert clean.returncode == 0
+    assert "warning" not in clean.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from mailwarden.address import unicode_domain
@@ -98,7 +99,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     site = _load_checked(args.file)
     data = summary(site)
-    console.print(f"[green]✓[/] {args.file} is valid: {site.organisation.name}")
+    console.print(
+        f"[green]✓[/] {escape(args.file)} is valid: {escape(site.organisation.name)}",
+        soft_wrap=True,
+    )
     domains = Table(title="Domains", title_justify="left")
     for column in ("domain", "aliases", "services", "login", "unknown address", "notes"):
         domains.add_column(column)
@@ -114,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
         domains.add_row(
             shown,
             ", ".join(unicode_domain(a) for a in d.aliases) or "-",
-            d.services,
+            escape(d.services),
             d.login,
             d.unknown_address,
             ", ".join(notes) or "-",
@@ -127,9 +131,14 @@ def run(args: argparse.Namespace) -> int:
         for kind, servers in entry.items():
             for s in servers:
                 services.add_row(
-                    set_name, kind, s["host"], str(s["port"]), s["tls"], ", ".join(s["auth"])
+                    escape(set_name),
+                    kind,
+                    s["host"],
+                    str(s["port"]),
+                    s["tls"],
+                    ", ".join(s["auth"]),
                 )
     console.print(services)
     for warning in data["warnings"]:
-        console.print(f"[yellow]warning:[/] {warning}", soft_wrap=True)
+        console.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
     return 0

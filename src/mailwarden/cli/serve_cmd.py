@@ -111,7 +111,8 @@ def run(args: argparse.Namespace) -> int:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="mailwarden-metrics-")
     if args.print_examples:
         shown = f"[{host}]" if ":" in host else host
-        console.print(f"[bold]Serving {site.organisation.name} on http://{shown}:{port}[/]")
+        name = escape(site.organisation.name)
+        console.print(f"[bold]Serving {name} on http://{shown}:{port}[/]")
         console.print("Try:")
         for line in example_commands(site, f"http://{shown}:{port}"):
             console.print(f"  {line}", soft_wrap=True, markup=False)

@@ -6,6 +6,7 @@ import argparse
 from dataclasses import asdict
 from pathlib import Path
 
+from rich.markup import escape
 from rich.table import Table
 
 from mailwarden.address import AddressError, parse_address
@@ -13,12 +14,13 @@ from mailwarden.cli.common import (
     add_config_option,
     add_format_option,
     console,
+    err_console,
     formatter,
     print_json,
 )
 from mailwarden.directory.embedded import UserRecord, UserStore, read_users_csv
 from mailwarden.errors import ConfigError, InputError
-from mailwarden.site import load_site
+from mailwarden.site import Site, load_site
 
 HELP = """\
 Manage the accounts of the embedded directory (the default backend: a SQLite file named by
@@ -78,13 +80,38 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _store(args: argparse.Namespace) -> UserStore:
+    return _site_and_store(args)[1]
+
+
+def _site_and_store(args: argparse.Namespace) -> tuple[Site, UserStore]:
     site = load_site(args.config)
     if site.directory.backend != "embedded":
         raise ConfigError(
             f"{args.config}: [directory] backend is {site.directory.backend!r}; "
             "'mailwarden users' manages only the embedded directory"
         )
-    return UserStore(site.directory.path)
+    return site, UserStore(site.directory.path)
+
+
+def unserved(site: Site, records: list[UserRecord]) -> list[str]:
+    """Addresses whose domain the site does not serve: never looked up, usually a typo."""
+    return [
+        address
+        for record in records
+        for address in (record.address, *record.aliases)
+        if site.domain(address.rpartition("@")[2]) is None
+    ]
+
+
+def _warn_unserved(site: Site, records: list[UserRecord]) -> None:
+    addresses = unserved(site, records)
+    if addresses:
+        shown = ", ".join(addresses[:5]) + (", …" if len(addresses) > 5 else "")
+        err_console.print(
+            f"[yellow]warning:[/] {len(addresses)} address(es) in domains the site does not "
+            f"serve, never looked up: {escape(shown)}",
+            soft_wrap=True,
+        )
 
 
 def run_import(args: argparse.Namespace) -> int:
@@ -96,7 +123,7 @@ def run_import(args: argparse.Namespace) -> int:
     except UnicodeDecodeError as exc:
         raise InputError(f"{path}: not UTF-8 (byte {exc.start})") from None
     numbered = read_users_csv(text, str(path))
-    store = _store(args)
+    site, store = _site_and_store(args)
     try:
         count = store.import_records(
             [record for _line, record in numbered],
@@ -107,7 +134,10 @@ def run_import(args: argparse.Namespace) -> int:
         total = store.count()
     finally:
         store.close()
-    console.print(f"[green]✓[/] imported {count} accounts from {path} ({total} in the directory)")
+    console.print(
+        f"[green]✓[/] imported {count} accounts from {escape(str(path))} ({total} in the directory)"
+    )
+    _warn_unserved(site, [record for _line, record in numbered])
     return 0
 
 
@@ -128,12 +158,13 @@ def run_add(args: argparse.Namespace) -> int:
     )
     if not record.login:
         raise InputError("--login must not be empty")
-    store = _store(args)
+    site, store = _site_and_store(args)
     try:
         store.add(record)
     finally:
         store.close()
-    console.print(f"[green]✓[/] added {record.address} (login {record.login})")
+    console.print(f"[green]✓[/] added {escape(record.address)} (login {escape(record.login)})")
+    _warn_unserved(site, [record])
     return 0
 
 
@@ -143,7 +174,7 @@ def run_remove(args: argparse.Namespace) -> int:
         owner = store.remove(args.address)
     finally:
         store.close()
-    console.print(f"[green]✓[/] removed the account {owner} and all its addresses")
+    console.print(f"[green]✓[/] removed the account {escape(owner)} and all its addresses")
     return 0
 
 
@@ -152,11 +183,11 @@ def _table(records: list[UserRecord]) -> Table:
     for column in ("address", "login", "display name", "aliases", "enabled"):
         table.add_column(column)
     for r in records:
-        table.add_row(
-            r.address,
-            r.login,
-            r.display_name or "-",
-            " ".join(r.aliases) or "-",
+        table.add_row(  # values come from CSV files: never let them act as rich markup
+            escape(r.address),
+            escape(r.login),
+            escape(r.display_name or "-"),
+            escape(" ".join(r.aliases) or "-"),
             "yes" if r.enabled else "[red]no[/]",
         )
     return table
