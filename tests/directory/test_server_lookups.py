@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 
 from tests.directory.helpers import ldap_toml, site_toml
+from tests.fixtures.net import free_port
 from tests.fixtures.server import running_server
 from tests.fixtures.slapd import Slapd
 
@@ -88,3 +89,41 @@ def test_known_and_unknown_look_alike(slapd: Slapd, tmp_path: Path) -> None:
         unknown_ms = statistics.median(timings["unknown"]) * 1000
         print(f"median cold lookup: known {known_ms:.2f} ms, unknown {unknown_ms:.2f} ms")
         assert abs(known_ms - unknown_ms) < max(2.0, 0.5 * min(known_ms, unknown_ms))
+
+
+POX = (
+    '<?xml version="1.0" encoding="utf-8"?><Autodiscover xmlns="http://schemas.microsoft.com/'
+    'exchange/autodiscover/outlook/requestschema/2006"><Request><EMailAddress>{}</EMailAddress>'
+    "<AcceptableResponseSchema>http://schemas.microsoft.com/exchange/autodiscover/outlook/"
+    "responseschema/2006a</AcceptableResponseSchema></Request></Autodiscover>"
+)
+
+
+def test_outlook_gets_the_directory_login(slapd: Slapd, tmp_path: Path) -> None:
+    site = tmp_path / "site.toml"
+    site.write_text(site_toml(ldap_toml(slapd)))
+    with running_server(site) as base:
+        r = httpx.post(
+            f"{base}/autodiscover/autodiscover.xml",
+            content=POX.format("a.example@example.com"),
+            headers={"Content-Type": "text/xml"},
+        )
+        assert r.status_code == 200
+        assert "<LoginName>ab1234</LoginName>" in r.text
+
+
+def test_outage_policies_without_any_directory(tmp_path: Path) -> None:
+    """Nothing listens on the LDAP port: answers per on_outage, at once, never a 5xx."""
+    dead = (
+        'backend = "ldap"\n'
+        f'servers = ["ldap://127.0.0.1:{free_port()}"]\n'
+        'starttls = false\nbase_dn = "dc=example,dc=com"\n'
+    )
+    for policy, expected in (("generic", "%EMAILADDRESS%"), ("unknown", "alice@example.com")):
+        site = tmp_path / f"site-{policy}.toml"
+        site.write_text(site_toml(dead + f'on_outage = "{policy}"\n'))
+        with running_server(site) as base, httpx.Client(base_url=base) as client:
+            for _ in range(3):
+                assert _usernames(client, "alice@example.com") == {expected}
+            metrics = client.get("/metrics").text
+            assert "mailwarden_directory_errors_total 3.0" in metrics
