@@ -121,7 +121,7 @@ def _check(result: LoadResult, label: str) -> None:
     )
     assert result.failed == [], result.failed[:5]
     assert result.hung == 0
-    assert result.ok > 200, "the load did not run"
+    assert result.ok > 100, "the load did not run"
     # The server answers within DEADLINE; the margin is for a busy 2-core test machine (the
     # load generator shares it), and anything at CLIENT_TIMEOUT would have counted as hung.
     latencies = sorted(result.latencies)
