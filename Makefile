@@ -40,6 +40,7 @@ test: debian-test $(BIN)/.installed lint typecheck pytest
 
 bench: $(BIN)/.installed   # bench/autoconfig.sh installs packaging/debian-bench.txt itself
 	bash bench/autoconfig.sh
+	bash bench/directory.sh
 
 clean:
 	rm -rf $(VENV) var build dist .mypy_cache .ruff_cache .pytest_cache .hypothesis
