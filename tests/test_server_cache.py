@@ -83,3 +83,30 @@ def test_changed_login_is_not_served_from_the_cache(example_site_file: Path) -> 
     )
     store.close()
     assert "<username>renamed7</username>" in asyncio.run(get())
+
+
+def test_pox_bodies_parsed_once_and_errors_never_cached(example_site_file: Path) -> None:
+    site = load_site(example_site_file)
+    database = example_site_file.parent / "users.sqlite"
+    app = AutoconfigApp(site, EmbeddedDirectory(database), Metrics(CollectorRegistry()))
+    good = (
+        '<?xml version="1.0" encoding="utf-8"?><Autodiscover xmlns="http://schemas.microsoft.com/'
+        'exchange/autodiscover/outlook/requestschema/2006"><Request><EMailAddress>'
+        "jdoe@example.edu</EMailAddress><AcceptableResponseSchema>http://schemas.microsoft.com/"
+        "exchange/autodiscover/outlook/responseschema/2006a</AcceptableResponseSchema></Request>"
+        "</Autodiscover>"
+    )
+    bad = "<Autodiscover><Request>"
+
+    async def post(body: str) -> str:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            response = await client.post("/autodiscover/autodiscover.xml", content=body)
+        assert response.status_code == 200
+        return response.text
+
+    for _ in range(3):
+        assert "<LoginName>jdoe42</LoginName>" in asyncio.run(post(good))
+        assert "<ErrorCode>600</ErrorCode>" in asyncio.run(post(bad))
+    assert (app.pox_requests.hits, app.pox_requests.misses) == (2, 4)
+    assert len(app.pox_requests) == 1

@@ -61,6 +61,10 @@ _CLIENT: contextvars.ContextVar[str | None] = contextvars.ContextVar("client", d
 
 DOCUMENT_CACHE_SIZE = 4096
 """Rendered documents kept per worker (a few KiB each); see :mod:`mailwarden.server.cache`."""
+POX_REQUEST_CACHE_SIZE = 1024
+POX_REQUEST_CACHE_MAX_BODY = 2048
+"""Parsed POX request bodies kept per worker, only bodies up to this size (real ones are
+about 350 bytes): Outlook sends the identical body for a user on every probe and retry."""
 
 
 class _NotFound(Exception):
@@ -110,6 +114,7 @@ class AutoconfigApp:
             hashlib.sha256(socket.gethostname().encode()).digest()[:4], "big"
         )
         self.documents: LRUCache[tuple[object, ...], bytes] = LRUCache(DOCUMENT_CACHE_SIZE)
+        self.pox_requests: LRUCache[bytes, outlook.PoxRequest] = LRUCache(POX_REQUEST_CACHE_SIZE)
         self.profiles = ProfileRoutes(self)  # loads the signing key: fails at start-up
         self._routes: dict[str, tuple[str, Handler]] = {
             **dict.fromkeys(AUTOCONFIG_PATHS, ("autoconfig", self._autoconfig)),
@@ -329,7 +334,11 @@ class AutoconfigApp:
             return
         body = await read_body(scope, receive, self.max_body)
         try:
-            request = outlook.parse_request(body)
+            request = (
+                self.pox_requests.get_or_make(body, lambda: outlook.parse_request(body))
+                if len(body) <= POX_REQUEST_CACHE_MAX_BODY
+                else outlook.parse_request(body)
+            )
             address, domain = self._address_and_domain(request.email)
         except outlook.PoxRequestError as exc:
             await self._pox_error(send, exc.code)
