@@ -5,7 +5,8 @@ redis-server this script starts on a free port), drives it over TCP on 127.0.0.1
 persistent connections (like C smtpd processes) for D seconds per case, and reports:
 
 * client-side rate and latency percentiles (policy: one RCPT decision per round trip;
-  milter: one whole message, connect to end of data, per session);
+  milter: one whole message, connect to end of data, per session), under load (C
+  connections) and with one connection (the latency a single SMTP session sees);
 * the server's own CPU time per decision, read from /proc, and what that makes per core —
   the number that says how many decisions one core can make, independent of the load
   generator sharing the machine.
@@ -138,14 +139,19 @@ def run_case(folder: Path, store: str, redis_url: str, conns: int, seconds: floa
         wait_for_port(policy, alive=lambda: proc.poll() is None)
         wait_for_port(milter, alive=lambda: proc.poll() is None)
         asyncio.run(drive("policy", policy, 2, 0.5))  # warm up
-        for kind, port in (("policy", policy), ("milter", milter)):
+        cases = [
+            (kind, port, c)
+            for c in (conns, 1)
+            for kind, port in (("policy", policy), ("milter", milter))
+        ]
+        for kind, port, c in cases:
             c0, t0 = cpu_seconds(proc.pid), time.perf_counter()
-            n, lat = asyncio.run(drive(kind, port, conns, seconds))
+            n, lat = asyncio.run(drive(kind, port, c, seconds))
             cpu, wall = cpu_seconds(proc.pid) - c0, time.perf_counter() - t0
             per = cpu / n * 1e6 if n else 0.0
             unit = "decisions" if kind == "policy" else "messages"
             lines.append(
-                f"{kind:<6} {store:<6} conns={conns:<3} {unit}={n:<7} rate={n / wall:7.0f}/s "
+                f"{kind:<6} {store:<6} conns={c:<3} {unit}={n:<7} rate={n / wall:7.0f}/s "
                 f"p50={pct(lat, 0.5):6.2f}ms p99={pct(lat, 0.99):6.2f}ms  "
                 f"server_cpu={per:6.0f}us/{unit[:-1]} (~{n / cpu if cpu else 0:,.0f}/s per core)"
             )
