@@ -20,7 +20,7 @@ from mailwarden.errors import DirectoryError
 from mailwarden.site.model import LdapDirectory as LdapConfig
 from tests.directory.helpers import ldap_config
 from tests.fixtures.net import free_port
-from tests.fixtures.slapd import Slapd
+from tests.fixtures.slapd import Slapd, running_slapd
 
 
 def _directory(config: LdapConfig) -> LdapDirectory:
@@ -215,3 +215,27 @@ def test_filter_with_localpart_and_domain(slapd: Slapd) -> None:
 def test_password_never_in_repr(slapd: Slapd) -> None:
     directory = _directory(ldap_config(slapd))
     assert "service-secret" not in repr(directory)
+
+
+def test_failover_when_the_first_server_dies(slapd: Slapd, tmp_path) -> None:
+    """Pooled connections to the first server break; the next search goes to the second."""
+    with running_slapd(tmp_path / "second") as second:
+        config = ldap_config(slapd, servers=[slapd.url, second.url])
+
+        async def run() -> list[str]:
+            directory = _directory(config)
+            servers = []
+            try:
+                for stop_first in (False, True):
+                    if stop_first:
+                        slapd.stop()
+                    entries, trace = await directory.search(parse_address("alice@example.com"))
+                    assert entries is not None
+                    assert len(entries) == 1
+                    servers.append(trace.server)
+            finally:
+                slapd.start()
+                await directory.close()
+            return servers
+
+        assert asyncio.run(run()) == [slapd.url, second.url]
