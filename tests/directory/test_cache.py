@@ -202,3 +202,18 @@ def test_deadline_then_late_answer_fills_cache() -> None:
         assert backend.calls == 1
 
     asyncio.run(run())
+
+
+def test_unexpected_backend_error_becomes_a_directory_error() -> None:
+    class Broken(Backend):
+        async def lookup(self, address: Address) -> Account | None:
+            raise RuntimeError("bug")
+
+    async def run() -> None:
+        cache, events = _cache(Broken(), Clock())
+        with pytest.raises(DirectoryError, match="unexpected RuntimeError"):
+            await cache.lookup(ALICE)
+        assert cache.backend_down
+        assert "error" in events
+
+    asyncio.run(run())

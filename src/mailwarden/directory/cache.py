@@ -131,12 +131,12 @@ class CachedDirectory:
         try:
             account = await self.backend.lookup(address)
         except DirectoryError as exc:
-            self._event("error")
-            if self._clock() >= self._down_until:
-                log.error("directory %s failed: %s", self.name, exc.message)
-            self._down_reason = exc.message
-            self._down_until = self._clock() + self.retry_interval
+            self._failed(exc.message)
             raise
+        except Exception as exc:  # a backend bug must not become a 5xx: fail soft, log loud
+            log.exception("directory %s raised an unexpected error", self.name)
+            self._failed(f"unexpected {type(exc).__name__}")
+            raise DirectoryError(f"directory {self.name}: unexpected {type(exc).__name__}") from exc
         finally:
             self._flights.pop(key, None)
         if self._down_until:
@@ -144,6 +144,13 @@ class CachedDirectory:
             self._down_until = 0.0
         self._store(key, account)
         return account
+
+    def _failed(self, reason: str) -> None:
+        self._event("error")
+        if self._clock() >= self._down_until:
+            log.error("directory %s failed: %s", self.name, reason)
+        self._down_reason = reason
+        self._down_until = self._clock() + self.retry_interval
 
     def _store(self, key: str, account: Account | None) -> None:
         limit = self.config.max_entries

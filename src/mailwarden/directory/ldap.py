@@ -154,6 +154,7 @@ class LdapDirectory:
         self._password = password
         self._idle: list[_Conn] = []
         self._slots = asyncio.Semaphore(config.pool_size)
+        self._loop: asyncio.AbstractEventLoop | None = None
         attrs = config.attributes
         self._attrlist = [a for a in (attrs.login, attrs.display_name, attrs.enabled) if a]
         self._enabled_values = {v.casefold() for v in attrs.enabled_values}
@@ -231,6 +232,7 @@ class LdapDirectory:
             raise LdapFilterError(str(exc)) from None
         started = time.perf_counter()
         entries: list[bonsai.LDAPEntry] | None
+        self._bind_to_loop()
         async with self._slots:
             pooled = bool(self._idle)
             conn = self._idle.pop() if pooled else await self._connect()
@@ -298,6 +300,16 @@ class LdapDirectory:
     async def lookup(self, address: Address) -> Account | None:
         entries, _ = await self.search(address)
         return self.account(address, entries)
+
+    def _bind_to_loop(self) -> None:
+        """Connections and the pool's semaphore belong to one event loop; a new loop (a new
+        ``asyncio.run`` in tools and tests) starts with a fresh pool."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            if self._loop is not None:
+                self._close_idle()
+            self._slots = asyncio.Semaphore(self.config.pool_size)
+            self._loop = loop
 
     def _close_idle(self) -> None:
         while self._idle:
