@@ -3,6 +3,7 @@ real Redis, slapd holding the users, smtp-sink as the Internet and the postmaste
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ from tests.fixtures.postfix_lab import MailLab, running_mail_lab
 from tests.fixtures.redis_server import RedisServer, running_redis
 from tests.fixtures.slapd import PEOPLE_DN, ROOT_DN, ROOT_PASSWORD, Slapd, running_slapd
 
-USERS = ["zz0001", "zz0002", "zz0003", "zz0004"]
+USERS = ["zz0001", "zz0002", "zz0003", "zz0004", "zz0005"]
 
 
 @dataclass
@@ -42,6 +43,15 @@ local_domains = ["example.com"]
 hourly_floor = 6
 domains_floor = 6
 domains_day_floor = 12
+
+[guard.classes.watched]
+rcpts_per_minute = 100
+rcpts_per_hour = 3
+rcpts_per_day = 1000
+anomaly = false
+
+[guard.members]
+watched = ["zz0005"]
 
 [guard.lock]
 method = "ldap"
@@ -170,6 +180,37 @@ def test_burst_split_across_two_mtas_is_caught(world: World) -> None:
     assert not results[-1][0], results
     assert "locked" in results[-1][2]
     assert sum(1 for ok, _, _ in results if ok) <= 6, results
+
+
+def test_held_mail_is_listed_and_released(world: World) -> None:
+    lab = world.lab
+    rcpts = [f"member{k}@club{k}.example" for k in range(4)]  # 4th recipient > 3 an hour
+    r = lab.submit("mta1", "zz0005", rcpts, subject="club newsletter draft")
+    assert r.accepted, r  # accepted, but it must not leave
+    wait_until(lambda: lab.hold_queue("mta1") != "", 20)
+    held = cli(world.site, "held", "--format", "json")
+    assert held.returncode == 0, held.stderr
+    users = [e["user"] for e in json.loads(held.stdout)]
+    assert "zz0005" in users
+    assert "zz0002" in users  # the spam run was held on its way up the ladder
+    assert "club newsletter draft" not in lab.sink_text()
+    # point release at mta1's Postfix and release everything zz0005 has in the hold queue
+    conf = lab.folder / "mta1" / "conf"
+    text = world.site.read_text(encoding="utf-8")
+    world.site.write_text(
+        text.replace(
+            'local_domains = ["example.com"]\n',
+            'local_domains = ["example.com"]\n'
+            f'postsuper = ["/usr/sbin/postsuper", "-c", "{conf}"]\n'
+            f'postqueue = ["/usr/sbin/postqueue", "-c", "{conf}"]\n',
+        ),
+        encoding="utf-8",
+    )
+    released = cli(world.site, "release", "zz0005")
+    assert released.returncode == 0, released.stdout + released.stderr
+    wait_until(lambda: "club newsletter draft" in lab.sink_text(), 30)
+    left = json.loads(cli(world.site, "held", "--format", "json").stdout)
+    assert "zz0005" not in [e["user"] for e in left]
 
 
 def test_redis_down_mail_flows_and_the_alert_says_why(world: World) -> None:

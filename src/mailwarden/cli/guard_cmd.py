@@ -230,6 +230,8 @@ def run_release(args: argparse.Namespace) -> int:
         failed = 0
         for hold in holds:
             result = await run_command((*config.postsuper, "-H", hold.queue_id), {}, 30.0)
+            if result.ok:  # released to the deferred queue: ask for delivery now
+                await run_command((*config.postqueue, "-i", hold.queue_id), {}, 30.0)
             if not result.ok:
                 failed += 1
                 console.print(f"[red]✗[/] {hold.queue_id}: {result.detail}")

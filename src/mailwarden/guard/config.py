@@ -155,6 +155,9 @@ class GuardConfig(_Model):
     """0: locks stay until ``mailwarden guard unlock``; otherwise they expire."""
     postsuper: tuple[str, ...] = ("postsuper",)
     """argv prefix used to release held messages, e.g. ``["postsuper", "-c", "/etc/postfix"]``."""
+    postqueue: tuple[str, ...] = ("postqueue",)
+    """argv prefix used to deliver a released message at once (``postqueue -i ID``); Postfix
+    otherwise waits for the next deferred-queue run."""
 
     @field_validator("classes", mode="before")
     @classmethod
