@@ -62,6 +62,7 @@ _CLIENT: contextvars.ContextVar[str | None] = contextvars.ContextVar("client", d
 DOCUMENT_CACHE_SIZE = 4096
 """Rendered documents kept per worker (a few KiB each); see :mod:`mailwarden.server.cache`."""
 POX_REQUEST_CACHE_SIZE = 1024
+EXEMPT_CACHE_SIZE = 4096
 POX_REQUEST_CACHE_MAX_BODY = 2048
 """Parsed POX request bodies kept per worker, only bodies up to this size (real ones are
 about 350 bytes): Outlook sends the identical body for a user on every probe and retry."""
@@ -105,6 +106,7 @@ class AutoconfigApp:
         self._rate_exempt = tuple(
             ipaddress.ip_network(net, strict=False) for net in settings.lookup_rate_exempt
         )
+        self._exempt_seen: dict[str, bool] = {}  # parsing the client IP cost more than a lookup
         self._last_outage_log = 0.0
         set_event_hook = getattr(directory, "set_event_hook", None)
         if set_event_hook is not None:
@@ -200,11 +202,19 @@ class AutoconfigApp:
         return False
 
     def _exempt(self, client: str) -> bool:
+        seen = self._exempt_seen.get(client)
+        if seen is not None:
+            return seen
         try:
             ip = ipaddress.ip_address(client)
         except ValueError:
-            return False
-        return any(ip in net for net in self._rate_exempt)
+            exempt = False
+        else:
+            exempt = any(ip in net for net in self._rate_exempt)
+        if len(self._exempt_seen) >= EXEMPT_CACHE_SIZE:  # bounded whatever clients connect
+            self._exempt_seen.clear()
+        self._exempt_seen[client] = exempt
+        return exempt
 
     async def lookup(self, address: Address, domain: DomainView) -> Account | None:
         """The enabled account for ``address`` (trying the canonical domain for aliases).

