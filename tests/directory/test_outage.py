@@ -40,6 +40,9 @@ class LoadResult:
     hung: int = 0
     generic: int = 0
     latencies: list[float] = field(default_factory=list)
+    actions_at: list[float] = field(default_factory=list)
+    """When each action (stop, start, …) was done, in seconds from the start of the load."""
+    started_at: list[float] = field(default_factory=list)
 
     @property
     def p100(self) -> float:
@@ -71,7 +74,8 @@ async def _load(
     login: Callable[[int], str] = _uid,
 ) -> LoadResult:
     result = LoadResult()
-    stop_at = time.monotonic() + seconds
+    begun = time.monotonic()
+    stop_at = begun + seconds
     counter = iter(range(10**9))
 
     async def client(worker: int) -> None:
@@ -80,6 +84,7 @@ async def _load(
                 index = next(counter)
                 address, good = _expected(index, "known" if index % 3 else "unknown", login)
                 started = time.monotonic()
+                result.started_at.append(started - begun)
                 try:
                     response = await http.get(
                         "/mail/config-v1.1.xml", params={"emailaddress": address}
@@ -99,10 +104,10 @@ async def _load(
                 result.generic += "%EMAILADDRESS%" in names
 
     async def director() -> None:
-        begun = time.monotonic()
         for at, action in actions:
             await asyncio.sleep(max(0.0, begun + at - time.monotonic()))
             await asyncio.to_thread(action)
+            result.actions_at.append(time.monotonic() - begun)
 
     await asyncio.gather(director(), *(client(i) for i in range(CONCURRENCY)))
     return result
@@ -115,10 +120,14 @@ def _metric(base: str, name: str) -> float:
 
 
 def _check(result: LoadResult, label: str) -> None:
+    down, up = result.actions_at
+    during = sum(down <= t < up for t in result.started_at)
     print(
         f"{label}: ok={result.ok} failed={len(result.failed)} hung={result.hung} "
-        f"generic={result.generic} max latency={result.p100 * 1000:.0f} ms"
+        f"generic={result.generic} max latency={result.p100 * 1000:.0f} ms; "
+        f"outage {down:.2f}-{up:.2f} s with {during} requests started in it"
     )
+    assert during >= CONCURRENCY, "the outage and the load did not overlap"
     assert result.failed == [], result.failed[:5]
     assert result.hung == 0
     assert result.ok > 100, "the load did not run"
@@ -136,7 +145,7 @@ def test_slapd_stopped_frozen_and_restarted_under_load(slapd: Slapd, tmp_path: P
         _check(restart, "slapd stop/start")
         errors = _metric(base, "mailwarden_directory_errors_total")
         assert errors > 0, "the outage did not reach the server"
-        freeze = asyncio.run(_load(base, 4.0, [(1.0, slapd.pause), (2.5, slapd.resume)]))
+        freeze = asyncio.run(_load(base, 5.0, [(1.0, slapd.pause), (3.5, slapd.resume)]))
         _check(freeze, "slapd frozen")
         assert _metric(base, "mailwarden_directory_errors_total") > errors
         time.sleep(1.0)  # past the retry interval: recovery needs nobody
