@@ -69,7 +69,7 @@ class Ladder(_Model):
     baseline_half_life_days: float = Field(default=14.0, gt=0)
     same_subject_free: int = Field(default=5, ge=1)
     """Messages with one subject an hour that never count as unusual (threads, invitations)."""
-    same_subject_day_free: int = Field(default=15, ge=1)
+    same_subject_day_free: int = Field(default=10, ge=1)
     """Messages with one subject a day that never count as unusual."""
     minute_free: int = Field(default=8, ge=1)
     """Messages a minute that never count as unusual."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
+from functools import lru_cache
 
 MAX_SUBJECT = 998  # RFC 5322 line limit: anything longer is cut before hashing
 MAX_HEADER = 4096
@@ -42,11 +43,13 @@ def subject_fingerprint(subject: str, key: bytes = b"mailwarden-guard") -> str:
     return hashlib.blake2b(text.encode("utf-8", "replace"), digest_size=8, key=key).hexdigest()
 
 
+@lru_cache(maxsize=65536)
 def network_of(address: str) -> str:
     """The network an address belongs to for "is this a new place" (IPv4 /24, IPv6 /48).
 
     IPv4-mapped IPv6 addresses count as IPv4. Anything that is not an IP address gives ``""``
-    (unknown), which never counts as new.
+    (unknown), which never counts as new. Cached: the same clients come back all day, and
+    parsing an address costs more than the rest of a decision.
     """
     text = address.strip()[:64]
     if text.lower().startswith("ipv6:"):
