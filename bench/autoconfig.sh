@@ -13,6 +13,8 @@
 #   3. starts  ours     mailwarden serve --workers $WORKERS (uvicorn)
 #              automx2  gunicorn --workers $WORKERS (sync), SQLite, seeded via POST /initdb/
 #              nginx    worker_processes $WORKERS, serving our response bytes as static files
+#              uvicorn-static  the same bytes from a do-nothing ASGI app (bench/static_asgi.py)
+#                       under uvicorn as mailwarden runs it: what the Python server alone costs
 #      and checks every endpoint once (right login names, identical bytes for nginx);
 #   4. measures GET autoconfig and POST autodiscover, rotating through the known users
 #      (bench/wrk/rotate.lua), wrk -t$THREADS -c$CONNECTIONS, $RUNS x $DURATION per server and
@@ -23,7 +25,7 @@
 #
 # Knobs (environment): WORKDIR (${TMPDIR:-/tmp}/mailwarden-bench-autoconfig), USERS (1000),
 # RUNS (3), DURATION (10s), WARMUP (3s), CONNECTIONS (64), THREADS (2), WORKERS (2),
-# SERVERS ("ours automx2 nginx"), ENDPOINTS ("autoconfig autodiscover"), PYTHON (python3,
+# SERVERS ("ours automx2 nginx uvicorn-static"), ENDPOINTS ("autoconfig autodiscover"), PYTHON (python3,
 # for the automx2 venv).
 set -euo pipefail
 
@@ -37,7 +39,7 @@ WARMUP="${WARMUP:-3s}"
 CONNECTIONS="${CONNECTIONS:-64}"
 THREADS="${THREADS:-2}"
 WORKERS="${WORKERS:-2}"
-SERVERS="${SERVERS:-ours automx2 nginx}"
+SERVERS="${SERVERS:-ours automx2 nginx uvicorn-static}"
 ENDPOINTS="${ENDPOINTS:-autoconfig autodiscover}"
 PYTHON="${PYTHON:-python3}"
 
@@ -192,6 +194,21 @@ EOF
   log "nginx: worker_processes $WORKERS on 127.0.0.1:$port (pid ${PID[nginx]})"
 }
 
+start_uvicorn_static() {  # the same bytes from an ASGI app that does nothing, under uvicorn
+  local port dir="$WORKDIR/static"; port="$(free_port)"
+  rm -rf "$dir" && mkdir -p "$dir"
+  cp "$RESP/ours-autoconfig.xml" "$dir/autoconfig.xml"
+  cp "$RESP/ours-autodiscover.xml" "$dir/autodiscover.xml"
+  (cd "$ROOT" && exec env BENCH_STATIC_DIR="$dir" "$ROOT/.venv/bin/uvicorn" bench.static_asgi:app \
+    --host 127.0.0.1 --port "$port" --workers "$WORKERS" --no-access-log --no-server-header \
+    --log-level warning) >"$LOGS/uvicorn-static.log" 2>&1 &
+  PID[uvicorn-static]=$!
+  PORT[uvicorn-static]=$port
+  wait_http uvicorn-static "http://127.0.0.1:$port/mail/config-v1.1.xml" \
+    || { tail -20 "$LOGS/uvicorn-static.log" >&2; die "uvicorn (static app) did not come up"; }
+  log "uvicorn-static: uvicorn --workers $WORKERS on 127.0.0.1:$port (pid ${PID[uvicorn-static]})"
+}
+
 # -- checks and measurement --------------------------------------------------------------------
 
 url() {  # $1 = server, $2 = endpoint
@@ -238,11 +255,11 @@ smoke() {  # $1 = server: every endpoint answers right, for the first and the la
       expect automx2 autoconfig "$first" "<hostname>imap.example.edu</hostname>"
       expect automx2 autodiscover "$first" "<LoginName>$first</LoginName>"
       ;;
-    nginx)
+    nginx|uvicorn-static)
       for ep in $ENDPOINTS; do
-        expect nginx "$ep" "$first" "<"
-        cmp -s "$RESP/nginx-$ep-$first.xml" "$RESP/ours-$ep.xml" \
-          || die "nginx does not serve the same bytes as ours for $ep"
+        expect "$1" "$ep" "$first" "<"
+        cmp -s "$RESP/$1-$ep-$first.xml" "$RESP/ours-$ep.xml" \
+          || die "$1 does not serve the same bytes as ours for $ep"
       done
       ;;
   esac
@@ -298,6 +315,7 @@ main() {
   start_ours && smoke ours
   case " $SERVERS " in *" automx2 "*) start_automx2 && smoke automx2 ;; esac
   case " $SERVERS " in *" nginx "*) start_nginx && smoke nginx ;; esac
+  case " $SERVERS " in *" uvicorn-static "*) start_uvicorn_static && smoke uvicorn-static ;; esac
   local servers=() s ep r
   for s in $SERVERS; do [ -n "${PID[$s]:-}" ] && servers+=("$s"); done
   log "warming up ($WARMUP per server and endpoint)"

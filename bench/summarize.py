@@ -22,7 +22,7 @@ from pathlib import Path
 OURS = "ours"
 PEER = "automx2"
 CEILING = "nginx"
-SERVER_ORDER = (OURS, PEER, CEILING)
+SERVER_ORDER = (OURS, PEER, CEILING, "uvicorn-static")
 ENDPOINT_ORDER = ("autoconfig", "autodiscover")
 
 TARGET_VS_PEER = 20.0
