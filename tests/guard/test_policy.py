@@ -6,6 +6,7 @@ import json
 import socket
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 from mailwarden.guard.detector import Action, Verdict
 from mailwarden.guard.policy import ProtocolError, action_for, parse_request
 from tests.fixtures.guard_server import PolicyClient, running_guard, write_site
+from tests.fixtures.net import free_port
 
 GUARD = """
 [guard]
@@ -136,13 +138,20 @@ def test_policy_server_tcp_and_unix_socket_and_kill9_keeps_the_lock(tmp_path: Pa
         history = json.loads(cli(site, "history", "mallory", "--format", "json").stdout)
         assert [e["action"] for e in history][-1] == "unlock"
         assert "lock" in [e["action"] for e in history]
+        # an admin locks by hand: enforced at once, listed as the admin's lock
+        assert cli(site, "lock", "alice", "--reason", "phished, ticket 12").returncode == 0
+        assert unix.rcpt("alice", "friend@example.org", instance="n2").startswith("REJECT 5.7.1")
         unix.close()
-    assert cli(site, "locked", "--format", "json").stdout.strip() == "[]"
+    locks = json.loads(cli(site, "locked", "--format", "json").stdout)
+    assert [(x["user"], x["by"], x["reason"]) for x in locks] == [
+        ("alice", "admin", "phished, ticket 12")
+    ]
 
 
 def test_policy_server_survives_garbage(tmp_path: Path) -> None:
     site = write_site(tmp_path, GUARD.replace('"sqlite"', '"memory"', 1))
-    with running_guard(site) as guard:
+    metrics = free_port()
+    with running_guard(site, extra=("--metrics", f"127.0.0.1:{metrics}")) as guard:
         with socket.create_connection(("127.0.0.1", guard.policy_port), timeout=5) as s:
             s.settimeout(5)
             try:
@@ -154,3 +163,6 @@ def test_policy_server_survives_garbage(tmp_path: Path) -> None:
         good = PolicyClient(("127.0.0.1", guard.policy_port))
         assert good.rcpt("alice", "a@example.org") == "DUNNO"
         good.close()
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=10) as r:
+            text = r.read().decode()
+        assert 'mailwarden_guard_decisions_total{action="accept",front="policy"} 1.0' in text

@@ -97,6 +97,20 @@ class Engine:
             verdict = self._store_failed(exc, obs.user)
         if verdict.action is not Action.ACCEPT:
             await self._escalate(obs, verdict, front)
+        elif log.isEnabledFor(logging.DEBUG):  # every decision, when asked for (--log-level debug)
+            log.debug(
+                json.dumps(
+                    {
+                        "event": "decision",
+                        "guard": self.name,
+                        "front": front,
+                        "user": obs.user,
+                        "action": "accept",
+                        "score": round(verdict.score, 2),
+                        "time": obs.now,
+                    }
+                )
+            )
         self.metrics.count(front, verdict.action.value)
         self.metrics.latency.observe(time.perf_counter() - start)
         return verdict

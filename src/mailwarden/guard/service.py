@@ -35,14 +35,15 @@ def local_domains(site: Site, config: GuardConfig) -> frozenset[str]:
 
 
 def open_store(config: GuardConfig, base_dir: Path) -> Store:
+    ttl = config.lock_ttl_hours * 3600.0
     if config.store == "memory":
-        return MemoryStore()
+        return MemoryStore(ttl)
     if config.store == "sqlite":
         path = config.state_path
-        return SqliteStore(path if path.is_absolute() else base_dir / path)
+        return SqliteStore(path if path.is_absolute() else base_dir / path, ttl)
     from mailwarden.guard.store.redis import RedisStore
 
-    return RedisStore(config.redis_url, timeout=config.redis_timeout)
+    return RedisStore(config.redis_url, timeout=config.redis_timeout, lock_ttl=ttl)
 
 
 def build_engine(site: Site, config: GuardConfig, base_dir: Path, name: str = "guard") -> Engine:

@@ -6,6 +6,7 @@ runs one decision at a time, so per-user updates are atomic without locks.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 
 from mailwarden.guard.detector import Detector, Observation, UserState, Verdict, forgive
@@ -15,7 +16,9 @@ from mailwarden.guard.store.base import MAX_HISTORY, Event, HoldInfo, LockInfo
 class MemoryStore:
     name = "memory"
 
-    def __init__(self) -> None:
+    def __init__(self, lock_ttl: float = 0.0) -> None:
+        self.lock_ttl = lock_ttl
+        """Seconds after which a lock expires by itself (0: never)."""
         self.users: dict[str, UserState] = {}
         self._locks: dict[str, LockInfo] = {}
         self._holds: dict[str, HoldInfo] = {}
@@ -32,7 +35,19 @@ class MemoryStore:
     async def decide(self, obs: Observation, detector: Detector) -> Verdict:
         return self.decide_now(obs, detector)
 
+    def _expire(self, user: str, now: float) -> None:
+        lock = self._locks.get(user)
+        if lock is not None and self.lock_ttl and lock.since + self.lock_ttl <= now:
+            self._drop_lock(user)
+
+    def _drop_lock(self, user: str) -> None:
+        self._locks.pop(user, None)
+        state = self.users.get(user)
+        if state is not None:
+            forgive(state)
+
     def decide_now(self, obs: Observation, detector: Detector) -> Verdict:
+        self._expire(obs.user, obs.now)
         state = self.state(obs.user)
         verdict = detector.observe(state, obs)
         if state.locked is not None and obs.user not in self._locks:
@@ -44,6 +59,7 @@ class MemoryStore:
         self.state(info.user).locked = info.reason
 
     async def locked(self, user: str) -> str | None:
+        self._expire(user, time.time())
         lock = self._locks.get(user)
         return lock.reason if lock else None
 

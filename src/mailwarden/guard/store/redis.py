@@ -242,8 +242,9 @@ HOLDS = f"{PREFIX}:holds"
 class RedisStore:
     name = "redis"
 
-    def __init__(self, url: str, *, timeout: float = 0.2) -> None:
+    def __init__(self, url: str, *, timeout: float = 0.2, lock_ttl: float = 0.0) -> None:
         self.url = url
+        self.lock_ttl = lock_ttl
         self._r = aioredis.from_url(
             url,
             decode_responses=True,
@@ -334,7 +335,8 @@ class RedisStore:
     async def lock(self, user: str, reason: str, now: float, by: str = "guard") -> None:
         value = json.dumps({"reason": reason, "since": now, "by": by})
         try:
-            await self._r.set(_keys(user)[1], value)
+            ttl = int(self.lock_ttl) if self.lock_ttl >= 1 else None
+            await self._r.set(_keys(user)[1], value, ex=ttl)
             await self._r.sadd(LOCK_INDEX, user)
         except RedisError as exc:
             raise self._fail(exc) from None

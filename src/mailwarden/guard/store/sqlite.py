@@ -41,8 +41,8 @@ CREATE TABLE IF NOT EXISTS baselines (
 class SqliteStore(MemoryStore):
     name = "sqlite"
 
-    def __init__(self, path: Path) -> None:
-        super().__init__()
+    def __init__(self, path: Path, lock_ttl: float = 0.0) -> None:
+        super().__init__(lock_ttl)
         self.path = path
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -125,6 +125,10 @@ class SqliteStore(MemoryStore):
     async def locked(self, user: str) -> str | None:
         self._sync()
         return await super().locked(user)
+
+    def _drop_lock(self, user: str) -> None:
+        self._write("DELETE FROM locks WHERE user = ?", (user,))
+        super()._drop_lock(user)
 
     async def unlock(self, user: str) -> bool:
         self._sync()

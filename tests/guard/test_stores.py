@@ -1,0 +1,57 @@
+"""Memory and SQLite stores: lock expiry, what survives a restart."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from mailwarden.guard.config import GuardConfig
+from mailwarden.guard.detector import Action, Detector, Observation
+from mailwarden.guard.store.memory import MemoryStore
+from mailwarden.guard.store.sqlite import SqliteStore
+
+T0 = 1_700_000_000.0
+DETECTOR = Detector(GuardConfig.model_validate({}), frozenset({"example.edu"}))
+
+
+def blast(store: MemoryStore, user: str, start: float) -> list[Action]:
+    async def run() -> list[Action]:
+        out = []
+        for i in range(20):
+            rcpts = tuple(f"v{i}x{k}@s{i}-{k}.example" for k in range(30))
+            v = await store.decide(Observation(user, start + i, rcpts, True, 30, "", "x"), DETECTOR)
+            out.append(v.action)
+        return out
+
+    return asyncio.run(run())
+
+
+def test_locks_expire_after_the_configured_time() -> None:
+    store = MemoryStore(lock_ttl=3600)
+    assert Action.LOCK in blast(store, "eve", T0)
+    ok = Observation("eve", T0 + 100, ("a@example.edu",), True, 1)
+    assert asyncio.run(store.decide(ok, DETECTOR)).action is Action.REJECT
+    later = Observation("eve", T0 + 3700, ("a@example.edu",), True, 1)
+    assert asyncio.run(store.decide(later, DETECTOR)).action is Action.ACCEPT
+    forever = MemoryStore()
+    blast(forever, "eve", T0)
+    never = Observation("eve", T0 + 10**7, ("a@example.edu",), True, 1)
+    assert asyncio.run(forever.decide(never, DETECTOR)).action is Action.REJECT
+
+
+def test_sqlite_keeps_locks_holds_history_and_baselines_across_restarts(tmp_path: Path) -> None:
+    path = tmp_path / "guard.sqlite"
+    store = SqliteStore(path)
+    for i in range(48):  # two days of a busy hour each hour: a baseline to remember
+        rcpts = tuple(f"p{k}@d{k}.example" for k in range(20))
+        asyncio.run(store.decide(Observation("ann", T0 + i * 3600, rcpts, True, 20), DETECTOR))
+    assert Action.LOCK in blast(store, "eve", T0)
+    baseline = store.users["ann"].baseline_hour
+    assert baseline > 10
+    asyncio.run(store.close())
+
+    again = SqliteStore(path)
+    assert asyncio.run(again.locked("eve")) is not None
+    assert again.users["ann"].baseline_hour == baseline
+    assert [lock.user for lock in asyncio.run(again.locks())] == ["eve"]
+    asyncio.run(again.close())
