@@ -144,3 +144,28 @@ def test_redis_down_fails_open_loudly_or_closed(
     assert "fail-open" in caplog.text
     action, _ = asyncio.run(run("tempfail"))
     assert action is Action.THROTTLE
+
+
+def test_pipelined_script_connection_selects_the_database_and_loads_the_script(
+    redis_server: RedisServer,
+) -> None:
+    from mailwarden.guard.store.resp import RespError, ScriptConnection
+
+    script = "redis.call('SET', KEYS[1], ARGV[1]); return {ARGV[1], 7, false}"
+
+    async def run() -> None:
+        url = redis_server.url.rsplit("/", 1)[0] + "/3"
+        conn = ScriptConnection(url, script, timeout=2.0)
+        # many calls in flight on one connection, answered in order
+        replies = await asyncio.gather(*(conn.evalsha([f"k{i}"], [f"v{i}"]) for i in range(50)))
+        assert replies[7] == ["v7", 7, None]
+        check = RedisStore(url)
+        assert await check._r.get("k49") == "v49"
+        await check.close()
+        await conn.close()
+        broken = ScriptConnection(url, "return redis.call('NOPE')", timeout=2.0)
+        with pytest.raises(RespError):
+            await broken.evalsha(["x"], [])
+        await broken.close()
+
+    asyncio.run(run())
