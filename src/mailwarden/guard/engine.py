@@ -26,6 +26,8 @@ log = logging.getLogger("mailwarden.guard")
 STORE_ALERT_INTERVAL = 300.0
 """At most one "store is down" alert per this many seconds."""
 HOLD_ALERT_INTERVAL = 3600.0
+REJECT_LOG_INTERVAL = 60.0
+"""At most one log line a minute per locked account whose mail keeps being refused."""
 
 
 class Metrics:
@@ -84,6 +86,7 @@ class Engine:
         self._tasks: set[asyncio.Task[object]] = set()
         self._last_store_alert = -STORE_ALERT_INTERVAL
         self._last_hold_alert: dict[str, float] = {}
+        self._last_reject_log: dict[str, float] = {}
         self.store_down = False
 
     # -- deciding --------------------------------------------------------------------------
@@ -163,8 +166,17 @@ class Engine:
             "network": obs.network,
             "time": obs.now,
         }
+        if verdict.action is Action.REJECT:
+            # a locked account's script keeps knocking: one line per user a minute is enough
+            last = self._last_reject_log.get(obs.user, -REJECT_LOG_INTERVAL)
+            if obs.now - last >= REJECT_LOG_INTERVAL:
+                if len(self._last_reject_log) > 10000:
+                    self._last_reject_log.clear()
+                self._last_reject_log[obs.user] = obs.now
+                log.warning(json.dumps(record, ensure_ascii=False))
+            return
         log.warning(json.dumps(record, ensure_ascii=False))
-        if verdict.action is Action.REJECT or verdict.reasons == ("guard state store unavailable",):
+        if verdict.reasons == ("guard state store unavailable",):
             return
         try:
             await self.store.add_event(
