@@ -34,6 +34,7 @@ NETWORK_PROBATION = HOUR
 attacker's first message does not teach the guard the attacker's network."""
 MAX_NETWORKS = 64
 MAX_FINGERPRINTS = 64
+MAX_SUBJECT_TIMES = 512
 
 
 class Action(enum.StrEnum):
@@ -127,7 +128,8 @@ class UserState:
     rcpt_addrs: Recent = field(default_factory=lambda: Recent(HOUR))
     domains_1h: Recent = field(default_factory=lambda: Recent(HOUR))
     domains_24h: Recent = field(default_factory=lambda: Recent(DAY))
-    subjects: dict[str, Tally] = field(default_factory=dict)
+    subjects: dict[str, list[float]] = field(default_factory=dict)
+    """subject fingerprint → times of its messages within the last day (oldest first)."""
     networks: dict[str, float] = field(default_factory=dict)
     """network → first seen (kept while seen within NETWORK_MEMORY_DAYS)."""
     network_seen: dict[str, float] = field(default_factory=dict)
@@ -205,12 +207,12 @@ def record(
             state.hour_ext += external
     same_subject = (0, 0, 0)
     if obs.message and obs.subject_fp and distinct:
-        tally = state.subjects.pop(obs.subject_fp, None) or Tally()
-        tally.add(now)
-        state.subjects[obs.subject_fp] = tally
+        times = state.subjects.pop(obs.subject_fp, None) or []
+        times.append(now)
+        state.subjects[obs.subject_fp] = times
         if len(state.subjects) > MAX_FINGERPRINTS:
             del state.subjects[next(iter(state.subjects))]
-        same_subject = tally.totals(now)
+        same_subject = _subject_counts(times, now)
     new_network = False
     if obs.network:
         new_network = _see_network(state, obs.network, now, flagged)
@@ -235,6 +237,27 @@ def record(
         flagged=flagged,
         locked=state.locked,
     )
+
+
+def _subject_counts(times: list[float], now: float) -> tuple[int, int, int]:
+    """Messages of one fingerprint in the last hour and day, with the same 5-minute and
+    1-hour bucket edges as the other windows (and the Redis store); prunes ``times``.
+
+    A list of times instead of rings: most fingerprints are seen once or twice, and rings
+    for each would be most of a user's memory.
+    """
+    day_low = int(now // 3600.0) - 24
+    if int(times[0] // 3600.0) <= day_low:
+        times[:] = [t for t in times if int(t // 3600.0) > day_low]
+    if len(times) > MAX_SUBJECT_TIMES:
+        del times[:-MAX_SUBJECT_TIMES]
+    hour_low = int(now // 300.0) - 12
+    in_hour = 0
+    for t in reversed(times):
+        if int(t // 300.0) <= hour_low:
+            break
+        in_hour += 1
+    return 0, in_hour, len(times)
 
 
 def _see_network(state: UserState, network: str, now: float, flagged: bool) -> bool:
