@@ -7,10 +7,13 @@ import struct
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from mailwarden.guard.config import GuardConfig
 from mailwarden.guard.detector import Action, Detector, Verdict
 from mailwarden.guard.engine import Engine
-from mailwarden.guard.milter import MilterServer, negotiate, reply_for
+from mailwarden.guard.milter import MilterError, MilterServer, Session, negotiate, reply_for
 from mailwarden.guard.store.memory import MemoryStore
 from tests.fixtures.guard_milter_client import MilterClient, pkt
 
@@ -111,3 +114,32 @@ def test_unauthenticated_mail_is_accepted_and_garbage_disconnects() -> None:
         writer.close()
 
     with_milter({}, job)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(list(b"ACDEHKLMNORTUQB")), st.binary(max_size=300)),
+        max_size=12,
+    )
+)
+def test_any_packet_sequence_gets_answers_or_a_protocol_error(
+    packets: list[tuple[int, bytes]],
+) -> None:
+    """Whatever an MTA (or anything else) sends, the milter answers or refuses cleanly."""
+    guard = GuardConfig.model_validate({"message_stage": "milter-only"})
+    server = MilterServer(Engine(guard, MemoryStore(), Detector(guard, LOCAL)))
+
+    async def run() -> None:
+        session = Session()
+        for code, data in packets:
+            try:
+                replies = await server.on(session, bytes([code]), data)
+            except MilterError:
+                return
+            for reply in replies:
+                (size,) = struct.unpack("!I", reply[:4])
+                assert size == len(reply) - 4
+                assert reply[4:5] in (b"a", b"c", b"q", b"y", b"O")
+
+    asyncio.run(run())
