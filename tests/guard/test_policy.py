@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sqlite3
 import subprocess
 import sys
 import urllib.request
@@ -146,6 +147,20 @@ def test_policy_server_tcp_and_unix_socket_and_kill9_keeps_the_lock(tmp_path: Pa
     assert [(x["user"], x["by"], x["reason"]) for x in locks] == [
         ("alice", "admin", "phished, ticket 12")
     ]
+
+
+def test_sigterm_saves_what_was_learned(tmp_path: Path) -> None:
+    site = write_site(tmp_path, GUARD)
+    with running_guard(site) as guard:
+        client = PolicyClient(("127.0.0.1", guard.policy_port))
+        assert client.rcpt("carol", "friend@example.org") == "DUNNO"
+        client.close()
+        guard.proc.terminate()
+        assert guard.proc.wait(timeout=20) == 0
+    db = sqlite3.connect(tmp_path / "guard.sqlite")
+    users = [row[0] for row in db.execute("SELECT user FROM baselines")]
+    db.close()
+    assert users == ["carol"]
 
 
 def test_policy_server_survives_garbage(tmp_path: Path) -> None:

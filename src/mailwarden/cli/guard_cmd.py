@@ -159,7 +159,10 @@ def run_serve(args: argparse.Namespace) -> int:
         loop_factory = uvloop.new_event_loop
     except ImportError:  # pragma: no cover - uvloop is a pinned dependency
         pass
-    with contextlib.suppress(KeyboardInterrupt), asyncio.Runner(loop_factory=loop_factory) as run:
+    with (
+        contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError),
+        asyncio.Runner(loop_factory=loop_factory) as run,
+    ):
         run.run(serve(engine, policy=policy, milter=milter))
     return 0
 

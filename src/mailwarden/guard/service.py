@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import signal
 from pathlib import Path
 
 from mailwarden.errors import ConfigError
@@ -54,7 +55,13 @@ def build_engine(site: Site, config: GuardConfig, base_dir: Path, name: str = "g
 async def serve(
     engine: Engine, *, policy: str, milter: str, ready: asyncio.Event | None = None
 ) -> None:
-    """Serve the policy protocol (and the milter) until cancelled; checkpoint state."""
+    """Serve the policy protocol (and the milter) until cancelled or SIGTERM/SIGINT; then
+    stop listening, finish background actions and save what the store learned."""
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    if main is not None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, main.cancel)
     servers = []
     if policy:
         servers.append(await listen.start(policy, PolicyServer(engine).handle, what="policy"))
