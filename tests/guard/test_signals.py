@@ -31,6 +31,12 @@ def test_browser_ip_only_from_the_configured_webmail_host() -> None:
     assert browser_ip(forged, "webmail.example.edu") == ""
     v6 = "from 2001:db8::7 by webmail.example.edu with HTTPS"
     assert browser_ip(v6, "webmail.example.edu") == "2001:db8::7"
+    # Roundcube behind a proxy: folded header, the browser first, the proxy after "via"
+    folded = (
+        "from 198.51.100.9 ([198.51.100.9])\r\n\tvia [10.0.0.5]\r\n\tby webmail.example.edu "
+        "(Roundcube) with HTTP/1.1 (POST); Mon, 01 Jan 2024 10:00:00 +0100"
+    )
+    assert browser_ip(folded, "webmail.example.edu") == "198.51.100.9"
 
 
 def test_recipient_domain() -> None:
