@@ -29,7 +29,7 @@ def test_token_bucket_per_forwarded_client(slapd: Slapd, tmp_path: Path) -> None
     site = tmp_path / "site.toml"
     server = "\n".join(
         [
-            "lookup_rate = 0.5",
+            "lookup_rate = 0.01",
             "lookup_burst = 3",
             "lookup_rate_exempt = []",
             'trusted_proxies = ["127.0.0.1"]',
@@ -50,7 +50,7 @@ def test_token_bucket_per_forwarded_client(slapd: Slapd, tmp_path: Path) -> None
 
 def test_forwarded_for_ignored_from_untrusted_peer(slapd: Slapd, tmp_path: Path) -> None:
     site = tmp_path / "site.toml"
-    server = "lookup_rate = 0.5\nlookup_burst = 2\nlookup_rate_exempt = []\ntrusted_proxies = []"
+    server = "lookup_rate = 0.01\nlookup_burst = 2\nlookup_rate_exempt = []\ntrusted_proxies = []"
     site.write_text(site_toml(ldap_toml(slapd), server))
     with running_server(site) as base, httpx.Client(base_url=base) as client:
         answers = [_usernames(client, "alice@example.com", f"203.0.113.{i}") for i in range(1, 5)]
