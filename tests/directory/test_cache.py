@@ -188,15 +188,15 @@ def test_stale_limit() -> None:
 def test_deadline_then_late_answer_fills_cache() -> None:
     async def run() -> None:
         backend, clock = Backend(), Clock()
-        backend.delay = 0.3
+        backend.delay = 1.0
         cache, events = _cache(backend, clock, deadline=0.05)
         loop = asyncio.get_running_loop()
         started = loop.time()
         with pytest.raises(DirectoryError, match="deadline"):
             await cache.lookup(ALICE)
-        assert loop.time() - started < 0.2
+        assert loop.time() - started < 0.5  # long before the backend answers
         assert "deadline" in events
-        await asyncio.sleep(0.35)
+        await asyncio.sleep(1.05)
         backend.delay = 0
         assert await cache.lookup(ALICE) == ACCOUNT
         assert backend.calls == 1
