@@ -4,8 +4,10 @@ real Redis, slapd holding the users, smtp-sink as the Internet and the postmaste
 from __future__ import annotations
 
 import json
+import smtplib
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +16,7 @@ import pytest
 
 from tests.fixtures.guard_server import GuardProcess, running_guard, wait_until, write_site
 from tests.fixtures.net import free_port
-from tests.fixtures.postfix_lab import MailLab, running_mail_lab
+from tests.fixtures.postfix_lab import PASSWORD, MailLab, running_mail_lab
 from tests.fixtures.redis_server import RedisServer, running_redis
 from tests.fixtures.slapd import PEOPLE_DN, ROOT_DN, ROOT_PASSWORD, Slapd, running_slapd
 
@@ -52,6 +54,7 @@ anomaly = false
 
 [guard.members]
 watched = ["zz0005"]
+bulk = ["zz0001"]
 
 [guard.lock]
 method = "ldap"
@@ -147,6 +150,22 @@ def test_normal_mail_is_delivered(world: World) -> None:
     r = world.lab.submit("mta1", "zz0001", ["friend@example.org"], subject="minutes of today")
     assert r.accepted, r
     wait_until(lambda: "minutes of today" in world.lab.sink_text(), 20)
+
+
+def test_milter_over_tcp_does_not_stall_postfix(world: World) -> None:
+    """Answering every stage keeps Postfix from waiting ~40 ms per message (Nagle plus
+    delayed ACK on unanswered packets): many messages in one session stay fast."""
+    with smtplib.SMTP("127.0.0.1", world.lab.submission["mta1"], timeout=30) as smtp:
+        smtp.login("zz0001", PASSWORD)
+        start = time.perf_counter()
+        for i in range(40):
+            smtp.sendmail(
+                "zz0001@example.com",
+                [f"r{i}@list{i % 4}.example"],
+                f"Subject: digest {i}\r\n\r\nhello\r\n",
+            )
+        per_message = (time.perf_counter() - start) / 40
+    assert per_message < 0.030, f"{per_message * 1000:.1f} ms per message"
 
 
 def test_spam_run_is_stopped_locked_in_ldap_alerted_and_unlock_restores(world: World) -> None:
