@@ -58,6 +58,8 @@ def stream(seed: int) -> list[Observation]:
                 "news", T0 + 5000 + i, tuple(f"n{i}{k}@d{k}.example" for k in range(60)), True, 60
             )
         )
+    big = tuple(f"all{k}@d{k % 7}.example" for k in range(40))  # unusual for ann
+    out.append(Observation("ann", T0 + 401 * 97.0, big, True, 40, "10.0.0.0/24", "event"))
     return sorted(out, key=lambda o: o.now)
 
 
@@ -81,6 +83,7 @@ def test_redis_gives_the_same_verdicts_as_memory(redis_server: RedisServer) -> N
 
     mem, red = asyncio.run(run())
     assert any(x[0] == "lock" for x in mem)
+    assert mem[-1][1] > 0  # ann's one big message was noticed (the recipients-per-message signal)
     assert mem == red
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from mailwarden.guard.config import GuardConfig
 from mailwarden.guard.detector import Action, Detector, Observation
 from mailwarden.guard.store.memory import MemoryStore
@@ -53,5 +55,7 @@ def test_sqlite_keeps_locks_holds_history_and_baselines_across_restarts(tmp_path
     again = SqliteStore(path)
     assert asyncio.run(again.locked("eve")) is not None
     assert again.users["ann"].baseline_hour == baseline
+    assert again.users["ann"].rcpt_seen == 48
+    assert again.users["ann"].rcpt_avg == pytest.approx(20.0)
     assert [lock.user for lock in asyncio.run(again.locks())] == ["eve"]
     asyncio.run(again.close())

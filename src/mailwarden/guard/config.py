@@ -71,6 +71,8 @@ class Ladder(_Model):
     """Messages with one subject an hour that never count as unusual (threads, invitations)."""
     same_subject_day_free: int = Field(default=10, ge=1)
     """Messages with one subject a day that never count as unusual."""
+    message_rcpts_free: int = Field(default=25, ge=1)
+    """Recipients in one message that never count as unusual, whatever the user's habit."""
     minute_free: int = Field(default=8, ge=1)
     """Messages a minute that never count as unusual."""
     flag_hours: float = Field(default=24.0, gt=0)

@@ -35,6 +35,9 @@ attacker's first message does not teach the guard the attacker's network."""
 MAX_NETWORKS = 64
 MAX_FINGERPRINTS = 64
 MAX_SUBJECT_TIMES = 512
+RCPT_HISTORY = 20
+"""Messages seen before the user's usual recipient count is trusted."""
+RCPT_ALPHA = 0.05
 
 
 class Action(enum.StrEnum):
@@ -99,6 +102,10 @@ class Counters:
     new_network: bool = False
     baseline_hour: float = 0.0
     """The user's busiest recent hour (external recipients), decayed; 0: no history."""
+    message_rcpts: int = 0
+    """Recipients of the message being judged (0 at RCPT stage)."""
+    typical_rcpts: float = 0.0
+    """The user's usual recipients per message; 0 until enough messages were seen."""
     flagged: bool = False
     locked: str | None = None
 
@@ -135,6 +142,9 @@ class UserState:
     network_seen: dict[str, float] = field(default_factory=dict)
     """network → last seen."""
     baseline_hour: float = 0.0
+    rcpt_avg: float = 0.0
+    """Recipients per message, exponentially averaged (learned while not flagged)."""
+    rcpt_seen: int = 0
     hour_index: int = -1
     hour_ext: int = 0
     flagged_until: float = 0.0
@@ -186,8 +196,17 @@ def record(
     now = obs.now
     _roll_baseline(state, now, ladder.baseline_half_life_days)
     flagged = now < state.flagged_until
+    typical = 0.0
     if obs.message:
         state.msgs.add(now)
+        if obs.rcpt_count > 0:
+            typical = state.rcpt_avg if state.rcpt_seen >= RCPT_HISTORY else 0.0
+            if not flagged:
+                if state.rcpt_seen == 0:
+                    state.rcpt_avg = float(obs.rcpt_count)
+                else:
+                    state.rcpt_avg += RCPT_ALPHA * (obs.rcpt_count - state.rcpt_avg)
+                state.rcpt_seen = min(state.rcpt_seen + 1, 1_000_000)
     if obs.recipients:
         state.rcpts.add(now, len(obs.recipients))
         external = 0
@@ -234,6 +253,8 @@ def record(
         same_subject_24h=same_subject[2],
         new_network=new_network,
         baseline_hour=state.baseline_hour,
+        message_rcpts=obs.rcpt_count if obs.message else 0,
+        typical_rcpts=typical,
         flagged=flagged,
         locked=state.locked,
     )
@@ -375,6 +396,11 @@ def _score(c: Counters, limits: ClassLimits, ladder: Ladder, reasons: list[str])
     if c.msgs_1m > ladder.minute_free:
         score += 0.5 * (c.msgs_1m - ladder.minute_free)
         reasons.append(f"{c.msgs_1m} messages in 1 min")
+    if c.typical_rcpts > 0 and c.message_rcpts > max(
+        ladder.message_rcpts_free, ladder.baseline_factor * 3 * c.typical_rcpts
+    ):
+        score += 0.5
+        reasons.append(f"{c.message_rcpts} recipients in one message (usual {c.typical_rcpts:.1f})")
     if c.refused_1h > 0 and score > 0:
         score += min(4.0, 0.25 * c.refused_1h)
         reasons.append(f"{c.refused_1h} attempts refused in 1 h")

@@ -25,6 +25,8 @@ from redis.exceptions import RedisError
 from mailwarden.guard.detector import (
     NETWORK_MEMORY_DAYS,
     NETWORK_PROBATION,
+    RCPT_ALPHA,
+    RCPT_HISTORY,
     Action,
     Counters,
     Detector,
@@ -87,10 +89,12 @@ end
 # KEYS: 1 scalars+rings hash, 2 lock, 3 rcpt zset (1h), 4 domain zset (1h), 5 domain zset
 # (24h), 6 subject hash, 7 network hash.
 # ARGV: 1 now, 2 distinct(0/1), 3 message(0/1), 4 network, 5 subject fp, 6 probation s,
-# 7 network memory s, 8 half-life days, 9 cap, 10 N recipients, 11..10+N recipients,
-# then the external domains (one per external recipient).
+# 7 network memory s, 8 half-life days, 9 cap, 10 recipients of the message (0 at RCPT),
+# 11 N recipients to count, 12..11+N recipients, then the external domains (one per
+# external recipient).
 RECORD_LUA = (
     _HELPERS
+    + f"local RCPT_HISTORY, RCPT_ALPHA = {RCPT_HISTORY}, {RCPT_ALPHA}\n"
     + """
 local h = KEYS[1]
 local why = redis.call('GET', KEYS[2])
@@ -101,7 +105,8 @@ local message = ARGV[3] == '1'
 local network, fp = ARGV[4], ARGV[5]
 local probation, memory = tonumber(ARGV[6]), tonumber(ARGV[7])
 local half_life, cap = tonumber(ARGV[8]), tonumber(ARGV[9])
-local n = tonumber(ARGV[10])
+local mrcpts = tonumber(ARGV[10])
+local n = tonumber(ARGV[11])
 
 -- baseline: fold finished clock hours into the decayed peak unless flagged
 local s = redis.call('HMGET', h, 'peak', 'hidx', 'hext', 'flag')
@@ -123,17 +128,28 @@ elseif index > hidx then
   hext = 0
 end
 
+local typical = 0
 if message then
   ring_add(h, 'm1', 5, 12, now, 1); ring_add(h, 'mh', 300, 12, now, 1)
   ring_add(h, 'md', 3600, 24, now, 1)
+  if mrcpts > 0 then
+    local r = redis.call('HMGET', h, 'ravg', 'rseen')
+    local ravg, rseen = tonumber(r[1]) or 0, tonumber(r[2]) or 0
+    if rseen >= RCPT_HISTORY then typical = ravg end
+    if not flagged then
+      if rseen == 0 then ravg = mrcpts else ravg = ravg + RCPT_ALPHA * (mrcpts - ravg) end
+      rseen = math.min(rseen + 1, 1000000)
+      redis.call('HSET', h, 'ravg', tostring(ravg), 'rseen', rseen)
+    end
+  end
 end
 local ext = 0
 if n > 0 then
   ring_add(h, 'r1', 5, 12, now, n); ring_add(h, 'rh', 300, 12, now, n)
   ring_add(h, 'rd', 3600, 24, now, n)
   if distinct then
-    for i = 11, 10 + n do distinct_add(KEYS[3], now, ARGV[i]) end
-    for i = 11 + n, #ARGV do
+    for i = 12, 11 + n do distinct_add(KEYS[3], now, ARGV[i]) end
+    for i = 12 + n, #ARGV do
       ext = ext + 1
       distinct_add(KEYS[4], now, ARGV[i])
       distinct_add(KEYS[5], now, ARGV[i])
@@ -191,7 +207,7 @@ return {
   distinct_count(KEYS[3], now, 3600, cap), distinct_count(KEYS[4], now, 3600, cap),
   distinct_count(KEYS[5], now, 86400, cap),
   ring_total(h, 'fh', 300, 12, now),
-  same1, same24, new_network, tostring(peak), flagged and 1 or 0
+  same1, same24, new_network, tostring(peak), flagged and 1 or 0, tostring(typical)
 }
 """
 )
@@ -285,6 +301,7 @@ class RedisStore:
             NETWORK_MEMORY_DAYS * 86400,
             config.ladder.baseline_half_life_days,
             MAX_DISTINCT,
+            obs.rcpt_count if obs.message else 0,
             len(obs.recipients),
             *obs.recipients,
             *externals,
@@ -312,6 +329,8 @@ class RedisStore:
             same_subject_24h=n[12],
             new_network=bool(n[13]),
             baseline_hour=float(raw[15]),
+            message_rcpts=obs.rcpt_count if obs.message else 0,
+            typical_rcpts=float(raw[17]),
             flagged=raw[16] == 1,
         )
         verdict = assess(counters, limits, config.ladder)

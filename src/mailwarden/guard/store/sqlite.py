@@ -33,7 +33,8 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_user ON events (user, id);
 CREATE TABLE IF NOT EXISTS baselines (
   user TEXT PRIMARY KEY, baseline_hour REAL NOT NULL, hour_index INTEGER NOT NULL,
-  hour_ext INTEGER NOT NULL, flagged_until REAL NOT NULL, networks TEXT NOT NULL
+  hour_ext INTEGER NOT NULL, flagged_until REAL NOT NULL, networks TEXT NOT NULL,
+  rcpt_avg REAL NOT NULL DEFAULT 0, rcpt_seen INTEGER NOT NULL DEFAULT 0
 );
 """
 
@@ -61,15 +62,16 @@ class SqliteStore(MemoryStore):
     def _load(self) -> None:
         try:
             rows = self._db.execute(
-                "SELECT user, baseline_hour, hour_index, hour_ext, flagged_until, networks "
-                "FROM baselines"
+                "SELECT user, baseline_hour, hour_index, hour_ext, flagged_until, networks, "
+                "rcpt_avg, rcpt_seen FROM baselines"
             ).fetchall()
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: cannot read baselines: {exc}") from None
-        for user, peak, index, ext, flagged, networks in rows:
+        for user, peak, index, ext, flagged, networks, rcpt_avg, rcpt_seen in rows:
             state = self.state(user)
             state.baseline_hour, state.hour_index, state.hour_ext = peak, index, ext
             state.flagged_until = flagged
+            state.rcpt_avg, state.rcpt_seen = rcpt_avg, rcpt_seen
             nets: dict[str, list[float]] = json.loads(networks)
             state.networks = {n: v[0] for n, v in nets.items()}
             state.network_seen = {n: v[1] for n, v in nets.items()}
@@ -199,13 +201,15 @@ class SqliteStore(MemoryStore):
                     state.hour_ext,
                     state.flagged_until,
                     json.dumps(nets),
+                    state.rcpt_avg,
+                    state.rcpt_seen,
                 )
             )
         try:
             self._db.execute("BEGIN")
             self._db.executemany(
                 "INSERT OR REPLACE INTO baselines (user, baseline_hour, hour_index, hour_ext, "
-                "flagged_until, networks) VALUES (?, ?, ?, ?, ?, ?)",
+                "flagged_until, networks, rcpt_avg, rcpt_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
             self._db.execute("COMMIT")
