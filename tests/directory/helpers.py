@@ -23,7 +23,7 @@ def ldap_config(slapd: Slapd, **overrides: Any) -> LdapDirectory:
         "password_file": slapd.password_file,
         "base_dn": PEOPLE_DN,
         "attributes": {"login": "uid", "display_name": "cn", "enabled": "mailEnabled"},
-        "timeout": 1.0,
+        "timeout": 5.0,  # generous: a loaded two-core machine can be slow to answer
         "connect_timeout": 1.0,
     }
     values.update(overrides)
@@ -36,7 +36,7 @@ def sql_config(pg: Postgres, **overrides: Any) -> SqlDirectory:
         "url": pg.url,
         "password_file": pg.password_file,
         "query": POSTFIXADMIN_QUERY,
-        "timeout": 1.0,
+        "timeout": 10.0,  # generous: the first asyncpg connection is slow on a loaded machine
     }
     values.update(overrides)
     return SqlDirectory.model_validate(values)
