@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from mailwarden.site.model import LdapDirectory, SqlDirectory
+from tests.fixtures.mariadb import MariaDB
 from tests.fixtures.postgres import Postgres
 from tests.fixtures.slapd import PEOPLE_DN, SERVICE_DN, Slapd
 
@@ -30,7 +31,7 @@ def ldap_config(slapd: Slapd, **overrides: Any) -> LdapDirectory:
     return LdapDirectory.model_validate(values)
 
 
-def sql_config(pg: Postgres, **overrides: Any) -> SqlDirectory:
+def sql_config(pg: Postgres | MariaDB, **overrides: Any) -> SqlDirectory:
     values: dict[str, Any] = {
         "backend": "sql",
         "url": pg.url,
