@@ -83,7 +83,7 @@ def ldap_toml(slapd: Slapd, **extra: str) -> str:
     return "\n".join(lines)
 
 
-def sql_toml(pg: Postgres, **extra: str) -> str:
+def sql_toml(pg: Postgres | MariaDB, **extra: str) -> str:
     lines = [
         'backend = "sql"',
         f'url = "{pg.url}"',

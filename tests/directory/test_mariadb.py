@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from mailwarden.address import Address, parse_address
@@ -14,9 +15,11 @@ from mailwarden.directory.factory import read_password
 from mailwarden.directory.sql import SqlDirectory
 from mailwarden.errors import DirectoryError
 from mailwarden.site.model import SqlDirectory as SqlConfig
-from tests.directory.helpers import POSTFIXADMIN_QUERY, sql_config
+from tests.directory.helpers import POSTFIXADMIN_QUERY, site_toml, sql_config, sql_toml
+from tests.directory.test_server_lookups import URL, USERNAME
 from tests.directory.test_sql import INJECTIONS
 from tests.fixtures.mariadb import PASSWORD, MariaDB, running_mariadb
+from tests.fixtures.server import running_server
 
 
 @pytest.fixture(scope="module")
@@ -149,3 +152,36 @@ def test_accent_insensitive_collation_and_the_binary_fix(mariadb: MariaDB) -> No
     assert plain is None
     assert juergen is not None
     assert juergen.login == "jürgen@example.com"
+
+
+def test_server_answers_inactive_as_unknown(mariadb: MariaDB, tmp_path: Path) -> None:
+    """Through the real server: an inactive mailbox or alias gets the unknown-address answer."""
+    mariadb.sql(
+        "INSERT INTO alias (address, goto, domain, active) VALUES "
+        "('former.alice@example.com', 'alice@example.com', 'example.com', false);"
+    )
+    site = tmp_path / "site.toml"
+    site.write_text(site_toml(sql_toml(mariadb)))
+    with running_server(site) as base, httpx.Client(base_url=base) as client:
+
+        def usernames(address: str) -> set[str]:
+            response = client.get(URL, params={"emailaddress": address})
+            assert response.status_code == 200
+            return set(USERNAME.findall(response.text))
+
+        def unknown_total() -> float:
+            (line,) = [
+                x
+                for x in client.get("/metrics").text.splitlines()
+                if x.startswith("mailwarden_unknown_addresses_total ")
+            ]
+            return float(line.split()[1])
+
+        assert usernames("a.example@example.com") == {"alice@example.com"}  # active alias
+        assert unknown_total() == 0
+        # Unknown answers repeat the typed address; a known one would give alice's login.
+        assert usernames("former.alice@example.com") == {"former.alice@example.com"}
+        assert unknown_total() == 1
+        assert usernames("gone@example.com") == {"gone@example.com"}  # inactive mailbox
+        assert usernames("nobody@example.com") == {"nobody@example.com"}
+        assert unknown_total() == 3
