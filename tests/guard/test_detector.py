@@ -179,3 +179,66 @@ def test_same_input_same_verdicts() -> None:
         return out
 
     assert run() == run()
+
+
+def test_distinct_recipients_feed_the_score() -> None:
+    many = Counters(ext_rcpts_1h=30, domains_1h=5, distinct_rcpts_1h=700)
+    v = assess(many, ClassLimits(), Ladder())
+    assert v.action is not Action.ACCEPT
+    assert any("distinct recipients" in r for r in v.reasons)
+    same = Counters(ext_rcpts_1h=30, domains_1h=5, distinct_rcpts_1h=20)
+    assert assess(same, ClassLimits(), Ladder()).action is Action.ACCEPT
+    assert assess(many, ClassLimits(), Ladder(distinct_weight=0)).action is Action.ACCEPT
+
+
+def test_accepted_recipients_are_a_window_of_their_own() -> None:
+    d = detector()
+    state = UserState()
+    now = T0
+    for i in range(20):  # a blast: the guard refuses part of it
+        now = T0 + i
+        d.observe(state, message("gus", now, [f"r{i}-{k}@d{i}.example" for k in range(10)]))
+    attempted = state.rcpts.totals(now)[1]
+    accepted = state.accepted.total(now)
+    assert 0 < accepted < attempted  # the attempts the guard refused are not accepted
+    # what already got out adds to the score, but only together with another signal
+    base = Counters(ext_rcpts_1h=60, domains_1h=5, accepted_1h=10)
+    out = Counters(ext_rcpts_1h=60, domains_1h=5, accepted_1h=80)
+    assert assess(out, ClassLimits(), Ladder()).score > assess(base, ClassLimits(), Ladder()).score
+    assert assess(Counters(accepted_1h=500), ClassLimits(), Ladder()).score == 0.0
+
+
+def test_night_burst_of_an_office_hours_user_stands_out() -> None:
+    def office_weeks(d: Detector, state: UserState) -> float:
+        start = T0 - T0 % 86400  # midnight UTC
+        for day in range(8):
+            for hour in range(9, 17):
+                for k in range(8):  # 8 external recipients an hour
+                    now = start + day * 86400 + hour * 3600 + k * 450
+                    rcpts = [f"p{hour}-{k}@partner{k}.example", "x@example.edu"]
+                    assert d.observe(state, message("hal", now, rcpts)).action is Action.ACCEPT
+        return start + 8 * 86400
+
+    def burst(d: Detector, state: UserState, at: float) -> float:
+        """The highest score of 30 external recipients in 30 minutes (below every floor of
+        the busiest-hour allowance)."""
+        top = 0.0
+        for i in range(30):
+            v = d.observe(state, message("hal", at + i * 60, [f"n{i}@d{i % 9}.example"]))
+            assert v.action is Action.ACCEPT  # one weak signal alone never stops mail
+            top = max(top, v.score)
+        return top
+
+    d = detector()
+    state = UserState()
+    night = office_weeks(d, state) + 3 * 3600  # 03:00
+    assert burst(d, state, night) > 0.0
+    day_state = UserState()
+    noon = office_weeks(d, day_state) + 10 * 3600  # the same at 10:00 is the user's habit
+    assert burst(d, day_state, noon) == 0.0
+    off = detector(ladder={"profile_weight": 0})
+    off_state = UserState()
+    assert burst(off, off_state, office_weeks(off, off_state) + 3 * 3600) == 0.0
+    # a young profile is not trusted
+    young = UserState()
+    assert burst(d, young, T0 - T0 % 86400 + 3 * 3600) == 0.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,8 @@ def test_sqlite_keeps_locks_holds_history_and_baselines_across_restarts(tmp_path
     assert Action.LOCK in blast(store, "eve", T0)
     baseline = store.users["ann"].baseline_hour
     assert baseline > 10
+    profile = list(store.users["ann"].hour_profile)
+    assert max(profile) == 20.0
     asyncio.run(store.close())
 
     again = SqliteStore(path)
@@ -57,5 +60,26 @@ def test_sqlite_keeps_locks_holds_history_and_baselines_across_restarts(tmp_path
     assert again.users["ann"].baseline_hour == baseline
     assert again.users["ann"].rcpt_seen == 48
     assert again.users["ann"].rcpt_avg == pytest.approx(20.0)
+    assert again.users["ann"].hour_profile == profile
+    assert again.users["ann"].profile_since == store.users["ann"].profile_since >= 0
     assert [lock.user for lock in asyncio.run(again.locks())] == ["eve"]
     asyncio.run(again.close())
+
+
+def test_sqlite_adds_the_hour_profile_to_an_older_database(tmp_path: Path) -> None:
+    path = tmp_path / "guard.sqlite"
+    db = sqlite3.connect(str(path))
+    db.execute(
+        "CREATE TABLE baselines (user TEXT PRIMARY KEY, baseline_hour REAL NOT NULL, "
+        "hour_index INTEGER NOT NULL, hour_ext INTEGER NOT NULL, flagged_until REAL NOT NULL, "
+        "networks TEXT NOT NULL, rcpt_avg REAL NOT NULL DEFAULT 0, "
+        "rcpt_seen INTEGER NOT NULL DEFAULT 0)"
+    )
+    db.execute("INSERT INTO baselines VALUES ('ann', 12.0, 5, 0, 0, '{}', 2.0, 30)")
+    db.commit()
+    db.close()
+    store = SqliteStore(path)
+    assert store.users["ann"].baseline_hour == 12.0
+    assert store.users["ann"].hour_profile == [0.0] * 24
+    assert store.users["ann"].profile_since == -1
+    asyncio.run(store.close())

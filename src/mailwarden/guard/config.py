@@ -36,6 +36,12 @@ class ClassLimits(_Model):
     """Distinct external recipient domains an hour that never count as unusual."""
     domains_day_floor: int = Field(default=60, ge=1)
     """Distinct external recipient domains a day that never count as unusual."""
+    distinct_floor: int = Field(default=200, ge=1)
+    """Distinct recipient addresses (internal and external) an hour that never count as
+    unusual."""
+    night_floor: int = Field(default=20, ge=1)
+    """External recipients an hour never unusual for the hour of the day, however quiet the
+    user's own profile is at that hour."""
     anomaly: bool = True
     """False for list owners and newsletter senders: only the ceilings apply."""
 
@@ -50,6 +56,8 @@ def _default_classes() -> dict[str, ClassLimits]:
             hourly_floor=20000,
             domains_floor=20000,
             domains_day_floor=100000,
+            distinct_floor=20000,
+            night_floor=20000,
             anomaly=False,
         ),
     }
@@ -67,6 +75,18 @@ class Ladder(_Model):
     baseline_factor: float = Field(default=4.0, ge=1)
     """How far above the user's own busiest recent hour sending counts as unusual."""
     baseline_half_life_days: float = Field(default=14.0, gt=0)
+    profile_days: float = Field(default=7.0, ge=1)
+    """Days of history before the user's hour-of-day profile is trusted."""
+    profile_utc_offset: float = Field(default=0.0, ge=-14, le=14)
+    """Hours added to UTC to get the site's local hour of day (the profile's 24 slots)."""
+    profile_weight: float = Field(default=1.0, ge=0)
+    """Largest score part for sending far above the user's usual volume at this hour of the
+    day (0: off)."""
+    distinct_weight: float = Field(default=1.0, ge=0)
+    """Score per multiple of the distinct-recipient allowance exceeded (0: off)."""
+    accepted_weight: float = Field(default=1.0, ge=0)
+    """Largest score part for recipients already accepted this hour beyond the allowance,
+    added only together with another signal (0: off)."""
     same_subject_free: int = Field(default=5, ge=1)
     """Messages with one subject an hour that never count as unusual (threads, invitations)."""
     same_subject_day_free: int = Field(default=10, ge=1)

@@ -14,7 +14,12 @@ How a verdict comes about:
    and distinct external domains this hour against the busiest recent hour of the user (with
    a floor per class), many messages with one subject fingerprint, a burst of messages in a
    minute, attempts that keep coming after the guard refused, and — only together with
-   another signal — a client network the user has never sent from.
+   another signal — a client network the user has never sent from. Weaker parts add to the
+   score without opening that gate: distinct recipient addresses this hour, external
+   recipients this hour against the user's usual volume *at this hour of the day* (a 24-slot
+   profile: a night-time burst from an office-hours user stands out below the busiest-hour
+   allowance), and — together with a stronger signal — recipients already accepted this hour
+   beyond the allowance.
 3. The **ladder** turns the score into throttle (4.7.x, try later), hold + alert (the message
    stays in the hold queue) or lock (the account may not send until an admin unlocks it).
 """
@@ -94,6 +99,8 @@ class Counters:
     rcpts_24h: int = 0
     ext_rcpts_1h: int = 0
     distinct_rcpts_1h: int = 0
+    accepted_1h: int = -1
+    """Recipients the guard accepted in the last hour (-1: the store does not count them)."""
     domains_1h: int = 0
     domains_24h: int = 0
     refused_1h: int = 0
@@ -102,6 +109,9 @@ class Counters:
     new_network: bool = False
     baseline_hour: float = 0.0
     """The user's busiest recent hour (external recipients), decayed; 0: no history."""
+    hour_profile: float = -1.0
+    """The user's usual external recipients at this hour of the day, decayed; -1: the profile
+    is not trusted yet (or the store keeps none)."""
     message_rcpts: int = 0
     """Recipients of the message being judged (0 at RCPT stage)."""
     typical_rcpts: float = 0.0
@@ -132,6 +142,7 @@ class UserState:
     rcpts: Tally = field(default_factory=Tally)
     ext_rcpts: Ring = field(default_factory=lambda: Ring(300.0, 12))
     refused: Ring = field(default_factory=lambda: Ring(300.0, 12))
+    accepted: Ring = field(default_factory=lambda: Ring(300.0, 12))
     rcpt_addrs: Recent = field(default_factory=lambda: Recent(HOUR))
     domains_1h: Recent = field(default_factory=lambda: Recent(HOUR))
     domains_24h: Recent = field(default_factory=lambda: Recent(DAY))
@@ -142,6 +153,10 @@ class UserState:
     network_seen: dict[str, float] = field(default_factory=dict)
     """network → last seen."""
     baseline_hour: float = 0.0
+    hour_profile: list[float] = field(default_factory=lambda: [0.0] * 24)
+    """External recipients per hour of the day (local time): decayed peak of each slot."""
+    profile_since: int = -1
+    """Clock hour the profile started learning (-1: not yet)."""
     rcpt_avg: float = 0.0
     """Recipients per message, exponentially averaged (learned while not flagged)."""
     rcpt_seen: int = 0
@@ -155,11 +170,19 @@ def decay_factor(hours: float, half_life_days: float) -> float:
     return math.pow(0.5, hours / (half_life_days * 24.0))
 
 
-def _roll_baseline(state: UserState, now: float, half_life_days: float) -> None:
-    """Fold finished clock hours into the decayed peak (only while the user is not flagged)."""
+def _slot(hour_index: int, offset: float) -> int:
+    """The hour of the day (0-23, local time) of clock hour ``hour_index``."""
+    return int(hour_index + offset) % 24
+
+
+def _roll_baseline(state: UserState, now: float, half_life_days: float, offset: float) -> None:
+    """Fold finished clock hours into the decayed peak and the hour-of-day profile (only
+    while the user is not flagged). A slot decays when its hour comes round with mail; slots
+    of hours without mail keep their value, which errs on the side of a larger allowance."""
     index = int(now // HOUR)
     if state.hour_index < 0:
         state.hour_index = index
+        state.profile_since = index
         return
     if index <= state.hour_index:
         return
@@ -167,6 +190,10 @@ def _roll_baseline(state: UserState, now: float, half_life_days: float) -> None:
     peak = state.baseline_hour * decay_factor(1, half_life_days)
     if not flagged:
         peak = max(peak, float(state.hour_ext))
+        if state.hour_ext:
+            slot = _slot(state.hour_index, offset)
+            profile = state.hour_profile
+            profile[slot] = max(profile[slot] * decay_factor(24, half_life_days), state.hour_ext)
     gap = index - state.hour_index - 1
     if gap > 0:
         peak *= decay_factor(min(gap, 24 * 365), half_life_days)
@@ -194,7 +221,7 @@ def record(
     recipient and domain sets: only the counts matter for them, and their messages are large.
     """
     now = obs.now
-    _roll_baseline(state, now, ladder.baseline_half_life_days)
+    _roll_baseline(state, now, ladder.baseline_half_life_days, ladder.profile_utc_offset)
     flagged = now < state.flagged_until
     typical = 0.0
     if obs.message:
@@ -252,12 +279,22 @@ def record(
         same_subject_1h=same_subject[1],
         same_subject_24h=same_subject[2],
         new_network=new_network,
+        accepted_1h=state.accepted.total(now),
         baseline_hour=state.baseline_hour,
+        hour_profile=_profile_now(state, now, ladder),
         message_rcpts=obs.rcpt_count if obs.message else 0,
         typical_rcpts=typical,
         flagged=flagged,
         locked=state.locked,
     )
+
+
+def _profile_now(state: UserState, now: float, ladder: Ladder) -> float:
+    """The profile value for the current hour of the day, or -1 while it is too young."""
+    index = int(now // HOUR)
+    if state.profile_since < 0 or index - state.profile_since < ladder.profile_days * 24:
+        return -1.0
+    return state.hour_profile[_slot(index, ladder.profile_utc_offset)]
 
 
 def _subject_counts(times: list[float], now: float) -> tuple[int, int, int]:
@@ -319,6 +356,7 @@ def forgive(state: UserState) -> None:
         "rcpts",
         "ext_rcpts",
         "refused",
+        "accepted",
         "rcpt_addrs",
         "domains_1h",
         "domains_24h",
@@ -407,6 +445,25 @@ def _score(c: Counters, limits: ClassLimits, ladder: Ladder, reasons: list[str])
     if c.new_network and score > 0:
         score += 1.0
         reasons.append("new client network")
+    # weaker signals: they add to the score but do not open the gates above on their own
+    strong = score
+    distinct_allowance = max(float(limits.distinct_floor), ladder.baseline_factor * c.baseline_hour)
+    if ladder.distinct_weight and c.distinct_rcpts_1h > distinct_allowance:
+        score += ladder.distinct_weight * (c.distinct_rcpts_1h / distinct_allowance - 1.0)
+        reasons.append(
+            f"{c.distinct_rcpts_1h} distinct recipients in 1 h (usual ≤ {distinct_allowance:.0f})"
+        )
+    if ladder.profile_weight and c.hour_profile >= 0:
+        hour_allowance = max(float(limits.night_floor), ladder.baseline_factor * c.hour_profile)
+        if c.ext_rcpts_1h > hour_allowance:
+            score += min(ladder.profile_weight, c.ext_rcpts_1h / hour_allowance - 1.0)
+            reasons.append(
+                f"{c.ext_rcpts_1h} external recipients in 1 h at this hour of the day "
+                f"(usual ≤ {hour_allowance:.0f})"
+            )
+    if ladder.accepted_weight and strong > 0 and c.accepted_1h > allowance:
+        score += min(ladder.accepted_weight, c.accepted_1h / allowance - 1.0)
+        reasons.append(f"{c.accepted_1h} recipients accepted in 1 h (usual ≤ {allowance:.0f})")
     return score
 
 
@@ -427,8 +484,12 @@ class Detector:
         return verdict
 
     def settle(self, state: UserState, obs: Observation, verdict: Verdict) -> None:
-        """Apply what a verdict changes in the state (flag, lock)."""
-        if verdict.action in (Action.ACCEPT, Action.REJECT):
+        """Apply what a verdict changes in the state (accepted recipients, flag, lock)."""
+        if verdict.action is Action.ACCEPT:
+            if obs.recipients:
+                state.accepted.add(obs.now, len(obs.recipients))
+            return
+        if verdict.action is Action.REJECT:
             return
         flag(state, obs.now, self.config.ladder, refused_by(verdict, obs))
         if verdict.action is Action.LOCK:

@@ -34,9 +34,15 @@ CREATE INDEX IF NOT EXISTS events_user ON events (user, id);
 CREATE TABLE IF NOT EXISTS baselines (
   user TEXT PRIMARY KEY, baseline_hour REAL NOT NULL, hour_index INTEGER NOT NULL,
   hour_ext INTEGER NOT NULL, flagged_until REAL NOT NULL, networks TEXT NOT NULL,
-  rcpt_avg REAL NOT NULL DEFAULT 0, rcpt_seen INTEGER NOT NULL DEFAULT 0
+  rcpt_avg REAL NOT NULL DEFAULT 0, rcpt_seen INTEGER NOT NULL DEFAULT 0,
+  hour_profile TEXT NOT NULL DEFAULT '', profile_since INTEGER NOT NULL DEFAULT -1
 );
 """
+ADDED_COLUMNS = {
+    "hour_profile": "TEXT NOT NULL DEFAULT ''",
+    "profile_since": "INTEGER NOT NULL DEFAULT -1",
+}
+"""Columns newer than the first schema, added to an existing database on open."""
 
 
 class SqliteStore(MemoryStore):
@@ -51,6 +57,10 @@ class SqliteStore(MemoryStore):
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(SCHEMA)
+            have = {row[1] for row in self._db.execute("PRAGMA table_info(baselines)")}
+            for column, decl in ADDED_COLUMNS.items():
+                if column not in have:
+                    self._db.execute(f"ALTER TABLE baselines ADD COLUMN {column} {decl}")
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"{path}: cannot open the guard state database: {exc}") from None
         self._version = -1
@@ -63,15 +73,19 @@ class SqliteStore(MemoryStore):
         try:
             rows = self._db.execute(
                 "SELECT user, baseline_hour, hour_index, hour_ext, flagged_until, networks, "
-                "rcpt_avg, rcpt_seen FROM baselines"
+                "rcpt_avg, rcpt_seen, hour_profile, profile_since FROM baselines"
             ).fetchall()
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: cannot read baselines: {exc}") from None
-        for user, peak, index, ext, flagged, networks, rcpt_avg, rcpt_seen in rows:
+        for user, peak, index, ext, flagged, networks, rcpt_avg, rcpt_seen, profile, since in rows:
             state = self.state(user)
             state.baseline_hour, state.hour_index, state.hour_ext = peak, index, ext
             state.flagged_until = flagged
             state.rcpt_avg, state.rcpt_seen = rcpt_avg, rcpt_seen
+            slots = json.loads(profile) if profile else []
+            if len(slots) == 24:
+                state.hour_profile = [float(x) for x in slots]
+                state.profile_since = since
             nets: dict[str, list[float]] = json.loads(networks)
             state.networks = {n: v[0] for n, v in nets.items()}
             state.network_seen = {n: v[1] for n, v in nets.items()}
@@ -203,13 +217,16 @@ class SqliteStore(MemoryStore):
                     json.dumps(nets),
                     state.rcpt_avg,
                     state.rcpt_seen,
+                    json.dumps(state.hour_profile),
+                    state.profile_since,
                 )
             )
         try:
             self._db.execute("BEGIN")
             self._db.executemany(
                 "INSERT OR REPLACE INTO baselines (user, baseline_hour, hour_index, hour_ext, "
-                "flagged_until, networks, rcpt_avg, rcpt_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "flagged_until, networks, rcpt_avg, rcpt_seen, hour_profile, profile_since) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
             self._db.execute("COMMIT")
