@@ -87,6 +87,36 @@ def test_redis_gives_the_same_verdicts_as_memory(redis_server: RedisServer) -> N
     assert mem == red
 
 
+def test_redis_learns_the_hour_of_day_profile_like_memory(redis_server: RedisServer) -> None:
+    detector = Detector(GuardConfig.model_validate({}), LOCAL)
+    start = T0 - T0 % 86400  # midnight UTC
+    office = [
+        Observation("hal", start + day * 86400 + hour * 3600 + k * 450, (f"p{k}@q{k}.example",))
+        for day in range(8)
+        for hour in range(9, 17)
+        for k in range(8)
+    ]
+    night = start + 8 * 86400 + 3 * 3600
+    burst = [
+        Observation("hal", night + i * 60, (f"n{i}@d{i % 9}.example",), True, 1) for i in range(30)
+    ]
+
+    async def run() -> tuple[list[float], list[float]]:
+        memory, shared = MemoryStore(), RedisStore(redis_server.url, timeout=2.0)
+        await shared._r.flushdb()
+        for obs in office:
+            await memory.decide(obs, detector)
+            await shared.decide(obs, detector)
+        a = [(await memory.decide(obs, detector)).score for obs in burst]
+        b = [(await shared.decide(obs, detector)).score for obs in burst]
+        await shared.close()
+        return a, b
+
+    mem, red = asyncio.run(run())
+    assert max(mem) > 0  # 3 a.m. is not this user's hour
+    assert mem == red
+
+
 def test_two_engines_share_counters_and_locks(redis_server: RedisServer) -> None:
     config = GuardConfig.model_validate({})
     detector = Detector(config, LOCAL)

@@ -180,9 +180,10 @@ def _roll_baseline(state: UserState, now: float, half_life_days: float, offset: 
     while the user is not flagged). A slot decays when its hour comes round with mail; slots
     of hours without mail keep their value, which errs on the side of a larger allowance."""
     index = int(now // HOUR)
+    if state.profile_since < 0:  # also for a baseline kept from before the profile existed
+        state.profile_since = index
     if state.hour_index < 0:
         state.hour_index = index
-        state.profile_since = index
         return
     if index <= state.hour_index:
         return

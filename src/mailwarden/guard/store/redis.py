@@ -90,8 +90,8 @@ end
 # (24h), 6 subject hash, 7 network hash.
 # ARGV: 1 now, 2 distinct(0/1), 3 message(0/1), 4 network, 5 subject fp, 6 probation s,
 # 7 network memory s, 8 half-life days, 9 cap, 10 recipients of the message (0 at RCPT),
-# 11 N recipients to count, 12..11+N recipients, then the external domains (one per
-# external recipient).
+# 11 hours added to UTC for the hour of the day, 12 profile days, 13 N recipients to count,
+# 14..13+N recipients, then the external domains (one per external recipient).
 RECORD_LUA = (
     _HELPERS
     + f"local RCPT_HISTORY, RCPT_ALPHA = {RCPT_HISTORY}, {RCPT_ALPHA}\n"
@@ -106,22 +106,35 @@ local network, fp = ARGV[4], ARGV[5]
 local probation, memory = tonumber(ARGV[6]), tonumber(ARGV[7])
 local half_life, cap = tonumber(ARGV[8]), tonumber(ARGV[9])
 local mrcpts = tonumber(ARGV[10])
-local n = tonumber(ARGV[11])
+local offset, profile_days = tonumber(ARGV[11]), tonumber(ARGV[12])
+local n = tonumber(ARGV[13])
 
 -- baseline: fold finished clock hours into the decayed peak unless flagged
-local s = redis.call('HMGET', h, 'peak', 'hidx', 'hext', 'flag')
+local s = redis.call('HMGET', h, 'peak', 'hidx', 'hext', 'flag', 'psince')
 local peak = tonumber(s[1]) or 0
 local hidx = tonumber(s[2]) or -1
 local hext = tonumber(s[3]) or 0
 local flagged_until = tonumber(s[4]) or 0
 local flagged = now < flagged_until
 local index = math.floor(now / 3600)
+local psince = tonumber(s[5]) or -1
+if psince < 0 then
+  psince = index
+  redis.call('HSET', h, 'psince', psince)
+end
 if hidx < 0 then
   hidx = index
 elseif index > hidx then
   local decay1 = 0.5 ^ (1 / (half_life * 24))
   peak = peak * decay1
   if not flagged and hext > peak then peak = hext end
+  -- the hour-of-day profile: the slot of the finished hour keeps its decayed peak
+  if not flagged and hext > 0 then
+    local pf = 'p' .. (math.floor(hidx + offset) % 24)
+    local pv = (tonumber(redis.call('HGET', h, pf)) or 0) * (0.5 ^ (24 / (half_life * 24)))
+    if hext > pv then pv = hext end
+    redis.call('HSET', h, pf, tostring(pv))
+  end
   local gap = index - hidx - 1
   if gap > 0 then peak = peak * (0.5 ^ (math.min(gap, 8760) / (half_life * 24))) end
   hidx = index
@@ -148,8 +161,8 @@ if n > 0 then
   ring_add(h, 'r1', 5, 12, now, n); ring_add(h, 'rh', 300, 12, now, n)
   ring_add(h, 'rd', 3600, 24, now, n)
   if distinct then
-    for i = 12, 11 + n do distinct_add(KEYS[3], now, ARGV[i]) end
-    for i = 12 + n, #ARGV do
+    for i = 14, 13 + n do distinct_add(KEYS[3], now, ARGV[i]) end
+    for i = 14 + n, #ARGV do
       ext = ext + 1
       distinct_add(KEYS[4], now, ARGV[i])
       distinct_add(KEYS[5], now, ARGV[i])
@@ -196,6 +209,10 @@ if network ~= '' then
   redis.call('EXPIRE', nh, math.ceil(memory))
 end
 redis.call('HSET', h, 'peak', tostring(peak), 'hidx', hidx, 'hext', hext)
+local profile = -1
+if index - psince >= profile_days * 24 then
+  profile = tonumber(redis.call('HGET', h, 'p' .. (math.floor(index + offset) % 24))) or 0
+end
 redis.call('EXPIRE', h, 86400 * 30)
 return {
   false,
@@ -207,7 +224,8 @@ return {
   distinct_count(KEYS[3], now, 3600, cap), distinct_count(KEYS[4], now, 3600, cap),
   distinct_count(KEYS[5], now, 86400, cap),
   ring_total(h, 'fh', 300, 12, now),
-  same1, same24, new_network, tostring(peak), flagged and 1 or 0, tostring(typical)
+  same1, same24, new_network, tostring(peak), flagged and 1 or 0, tostring(typical),
+  tostring(profile)
 }
 """
 )
@@ -231,6 +249,11 @@ end
 return 1
 """
 )
+
+
+def _learned(field: str) -> bool:
+    """Fields of the scalar hash an unlock keeps: the baseline and the hour-of-day profile."""
+    return field in ("peak", "hidx", "psince") or (field[:1] == "p" and field[1:].isdigit())
 
 
 def _keys(user: str) -> list[str]:
@@ -302,6 +325,8 @@ class RedisStore:
             config.ladder.baseline_half_life_days,
             MAX_DISTINCT,
             obs.rcpt_count if obs.message else 0,
+            config.ladder.profile_utc_offset,
+            config.ladder.profile_days,
             len(obs.recipients),
             *obs.recipients,
             *externals,
@@ -331,6 +356,7 @@ class RedisStore:
             baseline_hour=float(raw[15]),
             message_rcpts=obs.rcpt_count if obs.message else 0,
             typical_rcpts=float(raw[17]),
+            hour_profile=float(raw[18]),
             flagged=raw[16] == 1,
         )
         verdict = assess(counters, limits, config.ladder)
@@ -371,7 +397,7 @@ class RedisStore:
             # forget the activity that led to the lock; keep baseline and networks
             await self._r.delete(keys[2], keys[3], keys[4], keys[5])
             scalars = await self._r.hgetall(keys[0])
-            keep = [str(x) for k, v in scalars.items() if k in ("peak", "hidx") for x in (k, v)]
+            keep = [str(x) for k, v in scalars.items() if _learned(str(k)) for x in (k, v)]
             await self._r.delete(keys[0])
             if keep:
                 await self._r.hset(keys[0], items=keep)
