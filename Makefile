@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 LISTEN ?= 127.0.0.1:8080
 WORKERS ?= 2
 
-.PHONY: serve test lint typecheck pytest debian-run debian-test venv demo-users clean bench
+.PHONY: serve test lint typecheck pytest fuzz debian-run debian-test venv demo-users clean bench
 
 # The venv is rebuilt when the dependency pins change.
 $(BIN)/.installed: pyproject.toml
@@ -37,6 +37,10 @@ pytest: $(BIN)/.installed debian-test
 	$(BIN)/pytest
 
 test: debian-test $(BIN)/.installed lint typecheck pytest
+
+# Property tests with fresh random inputs (`make test` uses fixed ones); repeat it at will.
+fuzz: $(BIN)/.installed debian-test
+	MAILWARDEN_HYPOTHESIS=fuzz $(BIN)/pytest -q -p no:cacheprovider $$(grep -rl '@given' tests)
 
 bench: $(BIN)/.installed   # bench/autoconfig.sh installs packaging/debian-bench.txt itself
 	bash bench/autoconfig.sh

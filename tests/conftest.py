@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from mailwarden.directory.embedded import UserStore, parse_users_csv
 from mailwarden.site import Site, load_site
 from tests.fixtures.paths import EXAMPLES
 from tests.fixtures.server import running_server
+
+# `make test` is a gate: the same inputs on every run, so a red build always points at a change.
+# `make fuzz` draws fresh random inputs each run; what it finds becomes an @example or a fix.
+settings.register_profile("gate", derandomize=True, print_blob=True)
+settings.register_profile("fuzz", derandomize=False, print_blob=True)
+settings.load_profile(os.environ.get("MAILWARDEN_HYPOTHESIS", "gate"))
 
 
 @pytest.fixture

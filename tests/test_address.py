@@ -34,6 +34,10 @@ labels = st.from_regex(r"\A[a-z0-9](?:[a-z0-9-]{0,14}[a-z0-9])?\Z").filter(
     lambda s: s[2:4] != "--"  # "ab--" prefixes are reserved for A-labels (IDNA 2008)
 )
 domains = st.lists(labels, min_size=2, max_size=4).map(".".join)
+# any LDH label, "--" in the third and fourth place included (real names such as r3---sn-4g5e)
+ldh_labels = st.from_regex(r"\A[a-z0-9](?:[a-z0-9-]{0,14}[a-z0-9])?\Z").filter(
+    lambda s: not s.startswith("xn--")
+)
 IDN_WORDS = ["müller", "bücher", "straße", "日本", "ελ"]
 # Text that looks like an address often enough to reach the deep branches of the parser.
 address_like = st.one_of(
@@ -109,13 +113,27 @@ def test_valid_addresses_round_trip(localpart: str, domain: str) -> None:
 
 
 @FAST
-@given(localparts, st.lists(st.sampled_from(IDN_WORDS), min_size=1, max_size=3))
+@given(
+    localparts,
+    st.lists(st.one_of(st.sampled_from(IDN_WORDS), ldh_labels), min_size=1, max_size=3),
+)
 def test_unicode_domain_equals_its_a_label(localpart: str, words: list[str]) -> None:
     unicode_name = ".".join([*words, "example"])
     address = parse_address(f"{localpart}@{unicode_name}")
     assert address.domain.isascii()
     assert parse_address(f"{localpart}@{address.domain}") == address
     assert normalise_domain(unicode_domain(address.domain)) == address.domain
+
+
+@FAST
+@given(ldh_labels, st.sampled_from(IDN_WORDS))
+def test_an_ascii_label_is_judged_the_same_beside_a_unicode_one(label: str, word: str) -> None:
+    """``r3---sn.example`` is a valid (if reserved-looking) name; a Unicode neighbour label must
+    not change that verdict, nor the ASCII label's spelling."""
+    alone = normalise_domain(f"{label}.example")
+    mixed = normalise_domain(f"{label}.{word}.example")
+    assert mixed.startswith(f"{alone.removesuffix('.example')}.xn--")
+    assert unicode_domain(mixed) == f"{label}.{word}.example"
 
 
 @pytest.mark.parametrize(

@@ -63,9 +63,22 @@ def normalise_domain(name: str) -> str:
                 raise AddressError(f"domain {candidate!r} has only one label")
             return candidate
     try:
-        ascii_name = idna.encode(candidate, uts46=True).decode("ascii")
+        # Map the whole name first (UTS 46: case, width, ideographic full stops), then convert
+        # label by label: an ASCII label is checked as LDH, so names such as
+        # ``r3---sn-4g5e.bücher.example`` behave exactly like their all-ASCII neighbours.
+        mapped = idna.uts46_remap(candidate, std3_rules=True, transitional=False)
+        labels = [
+            label if label.isascii() else idna.alabel(label).decode("ascii")
+            for label in mapped.rstrip(".").split(".")
+        ]
     except (idna.IDNAError, UnicodeError) as exc:
         raise AddressError(f"domain is not a valid (internationalised) host name: {exc}") from None
+    bad = next((label for label in labels if not _LABEL_RE.fullmatch(label)), None)
+    if bad == "":
+        raise AddressError("domain has an empty label (two dots in a row, or a leading dot)")
+    if bad is not None:
+        raise AddressError(f"domain label {bad!r} is not a valid host name label")
+    ascii_name = ".".join(labels)
     if len(ascii_name) > MAX_DOMAIN:
         raise AddressError("domain is longer than 253 characters")
     if "." not in ascii_name:
@@ -93,8 +106,11 @@ def parse_address(text: str) -> Address:
 
 
 def unicode_domain(ascii_domain: str) -> str:
-    """The U-label form of an A-label domain, for display."""
+    """The U-label form of an A-label domain, for display (labels that are not A-labels stay)."""
     try:
-        return idna.decode(ascii_domain)
+        return ".".join(
+            idna.ulabel(label) if label.startswith("xn--") else label
+            for label in ascii_domain.split(".")
+        )
     except (idna.IDNAError, UnicodeError):
         return ascii_domain
