@@ -166,6 +166,7 @@ class AutoconfigApp:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.directory.close()
+                self.metrics.flush()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -198,7 +199,7 @@ class AutoconfigApp:
             return True
         if self.lookup_buckets.take(client, time.monotonic()):
             return True
-        self.metrics.directory_throttled.inc()
+        self.metrics.throttled()
         return False
 
     def _exempt(self, client: str) -> bool:
@@ -227,13 +228,16 @@ class AutoconfigApp:
             raise DirectoryError("lookups of this client are throttled")
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(self.site.directory.deadline):
-                account = await self.directory.lookup(address)
-                if account is None and domain.is_alias:
+            # The directory (its cache) bounds each wait for the backend by the deadline
+            # itself; only a second lookup (alias domains) needs the rest of it set here.
+            account = await self.directory.lookup(address)
+            if account is None and domain.is_alias:
+                left = self.site.directory.deadline - (time.perf_counter() - started)
+                async with asyncio.timeout(max(left, 0.0)):
                     account = await self.directory.lookup(Address(address.localpart, domain.name))
         except (DirectoryError, TimeoutError) as exc:
             # Fail soft for users, loud for admins: a metric always, a log line at most 1/s.
-            self.metrics.directory_errors.inc()
+            self.metrics.directory_error()
             now = time.monotonic()
             if now - self._last_outage_log >= 1.0:
                 self._last_outage_log = now
@@ -241,9 +245,9 @@ class AutoconfigApp:
                 log.error("directory lookup failed, answering per on_outage: %s", reason)
             raise DirectoryError("directory unavailable") from None
         finally:
-            self.metrics.lookup_seconds.observe(time.perf_counter() - started)
+            self.metrics.observe_lookup(time.perf_counter() - started)
         if account is None or not account.enabled:
-            self.metrics.unknown_addresses.inc()
+            self.metrics.unknown_address()
             return None
         return account
 

@@ -488,7 +488,12 @@ class Site(_Model):
 
     def domain(self, ascii_name: str) -> DomainView | None:
         """The configuration serving ``ascii_name`` (a lowercase A-label), or None."""
-        return self._index.get(ascii_name)
+        # Asked on every request: the private-attribute storage directly, not pydantic's
+        # attribute hook (which costs more than the lookup itself).
+        private = self.__pydantic_private__
+        assert private is not None  # set by model_post_init
+        index: dict[str, DomainView] = private["_index"]
+        return index.get(ascii_name)
 
     def served_names(self) -> list[str]:
         return sorted(self._index)
