@@ -27,13 +27,17 @@ import argparse
 import asyncio
 import importlib
 import os
+import re
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from functools import partial
 from pathlib import Path
+from subprocess import DEVNULL
 from typing import Any
 
 Message = MutableMapping[str, Any]
@@ -262,6 +266,13 @@ async def run(args: argparse.Namespace, workdir: Path) -> int:
         return await profile(
             ours_conn, [request_bytes(args.profile, a) for a in rotation], args.rounds
         )
+    if args.callgrind_child:
+        for endpoint in ENDPOINTS:
+            requests = [request_bytes(endpoint, a) for a in rotation]
+            await count_instructions(f"{endpoint}/ours", ours_conn.request, requests)
+            await count_instructions(f"{endpoint}/static", static_conn.request, requests)
+        await count_instructions("empty", static_conn.request, [])
+        return 0
     print(
         f"CPU per request, median of {args.rounds} rounds x {args.requests} requests, "
         f"{len(addresses)} users in rotation, uvicorn httptools protocol in-process"
@@ -289,11 +300,69 @@ async def run(args: argparse.Namespace, workdir: Path) -> int:
     return 0
 
 
+def _callgrind(*command: str) -> None:
+    """Tell the callgrind this process runs under to zero (``-z``) or dump (``-d NAME``)."""
+    subprocess.run(["callgrind_control", *command, str(os.getpid())], check=True, stdout=DEVNULL)
+
+
+async def count_instructions(label: str, call: Call, requests: list[bytes]) -> None:
+    """One callgrind dump named ``label`` of exactly ``requests`` (caches warmed first)."""
+    for raw in requests:
+        await call(raw)
+    _callgrind("-z")
+    for raw in requests:
+        await call(raw)
+    _callgrind("-d", label)
+
+
+def instructions(args: argparse.Namespace) -> int:
+    """Run this harness under callgrind and print instructions per request: deterministic,
+    whatever else runs on the machine (but about 50 times slower)."""
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        raise SystemExit("--instructions needs valgrind (Debian package valgrind)")
+    with tempfile.TemporaryDirectory(prefix="mailwarden-callgrind-") as tmp:
+        command = [
+            "valgrind",
+            "--tool=callgrind",
+            f"--callgrind-out-file={tmp}/cg.%p",
+            sys.executable,
+            "-m",
+            "bench.hotpath",
+            "--callgrind-child",
+            f"--requests={args.requests}",
+            f"--users={args.users}",
+            *(["--workers-mode"] if args.workers_mode else []),
+        ]
+        subprocess.run(command, check=True, stderr=DEVNULL, cwd=Path(__file__).parents[1])
+        counts: dict[str, int] = {}
+        for dump in Path(tmp).glob("cg.*.*"):
+            text = dump.read_text(encoding="utf-8", errors="replace")
+            label = re.search(r"^desc: Trigger: dump (.*)$", text, re.M)
+            total = re.search(r"^summary: (\d+)", text, re.M)
+            if label and total:
+                counts[label.group(1).strip()] = int(total.group(1))
+    empty = counts.get("empty", 0)
+    print(
+        f"instructions per request (callgrind), {args.requests} requests each, "
+        f"{args.users} users in rotation, uvicorn httptools protocol in-process"
+        + (", Prometheus multiprocess mode" if args.workers_mode else "")
+    )
+    print(f"{'endpoint':<14} {'ours':>9} {'static':>9} {'ratio':>6}")
+    for endpoint in ENDPOINTS:
+        ours, static = (
+            (counts[f"{endpoint}/{app}"] - empty) / args.requests for app in ("ours", "static")
+        )
+        print(f"{endpoint:<14} {ours / 1000:>8.0f}k {static / 1000:>8.0f}k {ours / static:>5.2f}x")
+    return 0
+
+
 async def profile(conn: Connection, requests: list[bytes], rounds: int) -> int:
     """cProfile over ``rounds`` x ``requests``: the functions that cost the most, own time."""
     import cProfile
     import pstats
 
+    for raw in requests:  # warm the caches first, as in the measurement
+        await conn.request(raw)
     profiler = cProfile.Profile()
     profiler.enable()
     for _ in range(rounds):
@@ -312,9 +381,13 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--workers-mode", action="store_true")
     parser.add_argument("--asgi", action="store_true")
     parser.add_argument("--profile", choices=ENDPOINTS)
+    parser.add_argument("--instructions", action="store_true")
+    parser.add_argument("--callgrind-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.requests < 1 or args.rounds < 1 or args.users < 1:
         parser.error("--requests, --rounds and --users must be at least 1")
+    if args.instructions:
+        return instructions(args)
     with tempfile.TemporaryDirectory(prefix="mailwarden-hotpath-") as tmp:
         if args.workers_mode:
             metrics_dir = Path(tmp) / "metrics"
