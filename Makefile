@@ -25,6 +25,7 @@ serve: demo-users
 
 debian-test:
 	@bash scripts/install-debian-packages.sh packaging/debian-run.txt packaging/debian-test.txt
+	@bash scripts/fetch-sendmail.sh >/dev/null
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check src tests bench

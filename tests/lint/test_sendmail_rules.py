@@ -150,9 +150,12 @@ def test_seed_on_an_old_sendmail_gets_a_mapped_address_s2(
     assert expected in str(daemon["message"])
     assert "A=IPv6:" in str(daemon["fix"])
     assert finding(report, "S2", "client MSA-v6")["severity"] == "fatal"
-    assert outcome(report, "MTA-v6") == "MTA exits after ~50 s"
-    assert outcome(report, "MSA-v6", "client") == "delivery fails"
-    assert outcome(report, "sendmail", "mta") == "MTA exits after ~50 s"
+    # A bind error is not retried (the real sendmail exits within a second); a listen error is.
+    exits = "MTA exits after ~50 s" if bindv6only == "0" else "MTA exits at once"
+    assert outcome(report, "MTA-v6") == exits
+    client = "delivery fails" if bindv6only == "0" else "not started"
+    assert outcome(report, "MSA-v6", "client") == client
+    assert outcome(report, "sendmail", "mta") == exits
 
 
 def test_resolver_answering_a_mapped_address_is_s2_on_a_current_sendmail(

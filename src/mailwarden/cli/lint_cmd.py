@@ -28,8 +28,8 @@ from mailwarden.lint.system import (
 HELP = """\
 Lint the IPv4/IPv6 listening and sending setup of sendmail or Postfix: for every daemon,
 client and listener the outcome at start-up is predicted (binds ADDR:PORT, fatal at start-up,
-MTA exits after ~50 s, silently disabled, IPv4 refused), then each problem is explained with
-the corrected line(s) ready to paste. Codes (S1…, P1…) are explained in docs/lint.md.
+MTA exits after ~50 s or at once, silently disabled, IPv4 refused), then each problem is
+explained with the corrected line(s) ready to paste. Codes (S1…, P1…) are explained in docs/lint.md.
 
 Exit status: 0 clean, 1 warnings, 2 at least one fatal finding (or unusable input).
 

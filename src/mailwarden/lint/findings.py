@@ -55,6 +55,7 @@ class Outcome(Enum):
     BINDS = "binds"
     FATAL_AT_STARTUP = "fatal at start-up"
     MTA_EXITS = "MTA exits after ~50 s"
+    MTA_EXITS_AT_ONCE = "MTA exits at once"
     SILENTLY_DISABLED = "silently disabled"
     IPV4_REFUSED = "IPv4 refused"
     DELIVERY_FAILS = "delivery fails"

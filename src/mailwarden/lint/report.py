@@ -21,6 +21,7 @@ OUTCOME_STYLE: dict[Outcome, str] = {
     Outcome.BINDS: "green",
     Outcome.FATAL_AT_STARTUP: "bold red",
     Outcome.MTA_EXITS: "bold red",
+    Outcome.MTA_EXITS_AT_ONCE: "bold red",
     Outcome.DELIVERY_FAILS: "bold red",
     Outcome.SILENTLY_DISABLED: "yellow",
     Outcome.IPV4_REFUSED: "yellow",

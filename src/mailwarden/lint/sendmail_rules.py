@@ -31,6 +31,11 @@ WEDGED = (
     "apart, then `server SMTP socket wedged: exiting`: the whole MTA exits (71) after ~50 s, "
     "even though its other daemons were fine"
 )
+WEDGED_AT_ONCE = (
+    "sendmail does not retry an error that is not transient: it logs `server SMTP socket "
+    "wedged: exiting` and the whole MTA exits (71) at once, even though its other daemons "
+    "were fine"
+)
 
 
 @dataclass(frozen=True)
@@ -186,7 +191,7 @@ def _conflict_finding(
         f"It has M=O, so sendmail keeps running without it: nothing answers for {f_opts.name} "
         "and the log line is the only trace."
         if optional
-        else WEDGED + "."
+        else (WEDGED_AT_ONCE if status is BindStatus.INVALID else WEDGED) + "."
     )
     if status is BindStatus.INVALID:
         code = "S2"
@@ -344,7 +349,12 @@ def check_sendmail(
                 else f"{endpoint.address.endpoint(endpoint.port)} already taken by "
                 f"{blocker.options.name if blocker else '?'}"
             )
-            outcome = Outcome.SILENTLY_DISABLED if options.optional else Outcome.MTA_EXITS
+            if options.optional:
+                outcome = Outcome.SILENTLY_DISABLED
+            elif result.status is BindStatus.INVALID:
+                outcome = Outcome.MTA_EXITS_AT_ONCE
+            else:
+                outcome = Outcome.MTA_EXITS
             predictions.append(_prediction(item, outcome, cause))
             continue
         detail = _listens(endpoint, bindv6only)
@@ -398,10 +408,13 @@ def check_sendmail(
     for item in items:
         if item.options.kind is PortKind.CLIENT:
             predictions.append(_client_prediction(item, findings, resolver))
-    if any(p.outcome is Outcome.FATAL_AT_STARTUP for p in predictions):
+    # A fatal error stops sendmail before any daemon serves (an unknown host while reading the
+    # configuration, a bind error that is not retried): the others are not started.
+    stops = (Outcome.FATAL_AT_STARTUP, Outcome.MTA_EXITS_AT_ONCE)
+    if any(p.outcome in stops for p in predictions):
         predictions = [
             p
-            if p.outcome is Outcome.FATAL_AT_STARTUP
+            if p.outcome in stops
             else replace(
                 p,
                 outcome=Outcome.NOT_STARTED,
@@ -457,6 +470,12 @@ def _mta_prediction(config: SendmailConfig, predictions: list[Prediction]) -> Pr
         outcome, detail = (
             Outcome.FATAL_AT_STARTUP,
             (f"exits 70 while reading the configuration ({fatal.kind} {fatal.subject})"),
+        )
+    elif (invalid := first(Outcome.MTA_EXITS_AT_ONCE)) is not None:
+        # Every daemon is bound before any listens: a bind error comes first and is not retried.
+        outcome, detail = (
+            Outcome.MTA_EXITS_AT_ONCE,
+            f"exits 71 at once: daemon {invalid.subject}: {invalid.detail}",
         )
     elif (wedged := first(Outcome.MTA_EXITS)) is not None:
         outcome, detail = (
