@@ -27,11 +27,11 @@ from mailwarden.profiles.subject import GENERIC, Subject
 from mailwarden.server.cache import LRUCache
 from mailwarden.server.http import (
     BodyTooLarge,
-    Message,
     QueryTooLong,
     Receive,
     Scope,
     Send,
+    StatusSend,
     header,
     query_params,
     read_body,
@@ -63,6 +63,9 @@ DOCUMENT_CACHE_SIZE = 4096
 """Rendered documents kept per worker (a few KiB each); see :mod:`mailwarden.server.cache`."""
 POX_REQUEST_CACHE_SIZE = 1024
 EXEMPT_CACHE_SIZE = 4096
+ADDRESS_CACHE_SIZE = 4096
+"""Parsed addresses with their domain kept per worker: clients repeat the same address on
+every URL they probe and every retry; parsing cost more than the rest of a cached answer."""
 POX_REQUEST_CACHE_MAX_BODY = 2048
 """Parsed POX request bodies kept per worker, only bodies up to this size (real ones are
 about 350 bytes): Outlook sends the identical body for a user on every probe and retry."""
@@ -107,6 +110,12 @@ class AutoconfigApp:
             ipaddress.ip_network(net, strict=False) for net in settings.lookup_rate_exempt
         )
         self._exempt_seen: dict[str, bool] = {}  # parsing the client IP cost more than a lookup
+        self._parsed: dict[str, tuple[Address, DomainView]] = {}
+        self._needs_directory = {
+            name: _needs_directory(view)
+            for name in site.served_names()
+            if (view := site.domain(name)) is not None
+        }
         self._last_outage_log = 0.0
         set_event_hook = getattr(directory, "set_event_hook", None)
         if set_event_hook is not None:
@@ -144,7 +153,7 @@ class AutoconfigApp:
         if route is None and path.startswith(JSON_V1_PREFIX):
             route = ("autodiscover-json", self._json_path)
         endpoint, handler = route if route is not None else ("other", self._not_found)
-        status_box = _StatusRecorder(send)
+        status_box = StatusSend(send)
         try:
             await handler(scope, receive, status_box)
         except BodyTooLarge:
@@ -252,10 +261,8 @@ class AutoconfigApp:
         return account
 
     def needs_directory(self, domain: DomainView) -> bool:
-        if domain.config.login == "directory":
-            return True
-        services = domain.services
-        return any(s.login == "directory" for s in (*services.imap, *services.pop3, *services.smtp))
+        needed = self._needs_directory.get(domain.served)
+        return _needs_directory(domain) if needed is None else needed
 
     async def subject_for(self, address: Address, domain: DomainView) -> Subject | None:
         """The subject to render for ``address``; None when policy says to refuse."""
@@ -278,15 +285,22 @@ class AutoconfigApp:
         return Subject(address=typed, localpart=address.localpart)
 
     def _address_and_domain(self, text: str) -> tuple[Address, DomainView]:
+        parsed = self._parsed.get(text)
+        if parsed is not None:
+            return parsed
         address = parse_address(text)
         domain = self.site.domain(address.domain)
         if domain is None:
             raise _NotFound("unknown domain")
+        if len(self._parsed) >= ADDRESS_CACHE_SIZE:  # bounded whatever clients send
+            self._parsed.clear()
+        self._parsed[text] = address, domain
         return address, domain
 
     def _thunderbird(self, domain: DomainView, subject: Subject) -> bytes:
         return self.documents.get_or_make(
-            ("thunderbird", domain.served, subject),
+            # The subject's fields, not the subject: hashing a tuple of strings costs less.
+            ("thunderbird", domain.served, *_fields(subject)),
             lambda: thunderbird.render(self.site, domain, subject),
         )
 
@@ -379,7 +393,7 @@ class AutoconfigApp:
         agent = header(scope, b"user-agent") or b""
         outlook_2007 = b"Microsoft Office/12." in agent
         body = self.documents.get_or_make(
-            ("pox", domain.served, subject, outlook_2007),
+            ("pox", domain.served, *_fields(subject), outlook_2007),
             lambda: outlook.render_settings(domain, subject, outlook_2007=outlook_2007),
         )
         await respond(send, 200, body, XML)
@@ -456,18 +470,12 @@ class AutoconfigApp:
         await respond(send, 404, b"not found\n")
 
 
-class _StatusRecorder:
-    """Wraps ``send`` to remember the status code for the request metric."""
+def _needs_directory(domain: DomainView) -> bool:
+    if domain.config.login == "directory":
+        return True
+    services = domain.services
+    return any(s.login == "directory" for s in (*services.imap, *services.pop3, *services.smtp))
 
-    __slots__ = ("_send", "started", "status")
 
-    def __init__(self, send: Send) -> None:
-        self._send = send
-        self.status = 500
-        self.started = False
-
-    async def __call__(self, message: Message) -> None:
-        if message["type"] == "http.response.start":
-            self.status = int(message["status"])
-            self.started = True
-        await self._send(message)
+def _fields(subject: Subject) -> tuple[str | None, str | None, str | None, str | None]:
+    return subject.address, subject.localpart, subject.login, subject.display_name

@@ -96,6 +96,27 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+class StatusSend:
+    """``send`` that remembers the status of the response (for the request metric).
+
+    :func:`respond` records the status itself and calls the wrapped ``send`` directly: one
+    coroutine fewer per message on every request.
+    """
+
+    __slots__ = ("send", "started", "status")
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.status = 500
+        self.started = False
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = int(message["status"])
+            self.started = True
+        await self.send(message)
+
+
 async def respond(
     send: Send,
     status: int,
@@ -111,5 +132,9 @@ async def respond(
         *_COMMON_HEADERS,
         *extra_headers,
     ]
+    if isinstance(send, StatusSend):
+        send.status = status
+        send.started = True
+        send = send.send
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": b"" if head else body})
