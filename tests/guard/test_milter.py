@@ -24,7 +24,8 @@ def with_milter(config: dict[str, Any], job: Callable[[int, Engine], Awaitable[N
     async def main() -> None:
         guard = GuardConfig.model_validate(config)
         engine = Engine(guard, MemoryStore(), Detector(guard, LOCAL))
-        server = await asyncio.start_server(MilterServer(engine).handle, "127.0.0.1", 0)
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(MilterServer(engine).protocol, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         try:
             await job(port, engine)

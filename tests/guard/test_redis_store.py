@@ -117,6 +117,37 @@ def test_redis_learns_the_hour_of_day_profile_like_memory(redis_server: RedisSer
     assert mem == red
 
 
+def test_redis_counts_accepted_recipients_like_memory(redis_server: RedisServer) -> None:
+    """One recipient at a time (the policy server's RCPT stage) until the guard throttles and
+    holds: the recipients it turned away must not count as accepted, in either store."""
+    detector = Detector(GuardConfig.model_validate({}), LOCAL)
+    seq = [Observation("acc", T0 + i * 20.0, (f"r{i}@d{i % 10}.example",)) for i in range(150)]
+
+    Seen = list[tuple[str, float, tuple[str, ...]]]
+
+    async def run() -> tuple[Seen, Seen, int]:
+        memory, shared = MemoryStore(), RedisStore(redis_server.url, timeout=2.0)
+        await shared._r.flushdb()
+        a: Seen = []
+        b: Seen = []
+        for obs in seq:
+            va = await memory.decide(obs, detector)
+            vb = await shared.decide(obs, detector)
+            a.append((va.action.value, round(va.score, 2), va.reasons))
+            b.append((vb.action.value, round(vb.score, 2), vb.reasons))
+        accepted = memory.users["acc"].accepted.total(seq[-1].now)
+        await shared.close()
+        return a, b, accepted
+
+    mem, red, accepted = asyncio.run(run())
+    assert any(action == "throttle" for action, _, _ in mem)
+    # the part was scored, and from fewer accepted than attempted recipients
+    counted = [r for _, _, reasons in mem for r in reasons if "recipients accepted" in r]
+    assert counted
+    assert 40 < accepted < 150
+    assert mem == red
+
+
 def test_two_engines_share_counters_and_locks(redis_server: RedisServer) -> None:
     config = GuardConfig.model_validate({})
     detector = Detector(config, LOCAL)

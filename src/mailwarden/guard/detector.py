@@ -225,18 +225,17 @@ def record(
     _roll_baseline(state, now, ladder.baseline_half_life_days, ladder.profile_utc_offset)
     flagged = now < state.flagged_until
     typical = 0.0
-    if obs.message:
-        state.msgs.add(now)
-        if obs.rcpt_count > 0:
-            typical = state.rcpt_avg if state.rcpt_seen >= RCPT_HISTORY else 0.0
-            if not flagged:
-                if state.rcpt_seen == 0:
-                    state.rcpt_avg = float(obs.rcpt_count)
-                else:
-                    state.rcpt_avg += RCPT_ALPHA * (obs.rcpt_count - state.rcpt_avg)
-                state.rcpt_seen = min(state.rcpt_seen + 1, 1_000_000)
+    msgs = state.msgs.add_totals(now, 1 if obs.message else 0)
+    if obs.message and obs.rcpt_count > 0:
+        typical = state.rcpt_avg if state.rcpt_seen >= RCPT_HISTORY else 0.0
+        if not flagged:
+            if state.rcpt_seen == 0:
+                state.rcpt_avg = float(obs.rcpt_count)
+            else:
+                state.rcpt_avg += RCPT_ALPHA * (obs.rcpt_count - state.rcpt_avg)
+            state.rcpt_seen = min(state.rcpt_seen + 1, 1_000_000)
+    rcpts = state.rcpts.add_totals(now, len(obs.recipients))
     if obs.recipients:
-        state.rcpts.add(now, len(obs.recipients))
         external = 0
         internal_cache: dict[str, bool] = {}
         for rcpt in obs.recipients if distinct else ():
@@ -263,8 +262,6 @@ def record(
     new_network = False
     if obs.network:
         new_network = _see_network(state, obs.network, now, flagged)
-    msgs = state.msgs.totals(now)
-    rcpts = state.rcpts.totals(now)
     return Counters(
         msgs_1m=msgs[0],
         msgs_1h=msgs[1],
@@ -474,11 +471,26 @@ class Detector:
 
     config: GuardConfig
     local_domains: frozenset[str]
+    _members: dict[str, ClassLimits] = field(init=False, repr=False)
+    _default: ClassLimits = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # the configuration is immutable: resolve classes once, not per decision
+        self._members = {
+            user: self.config.classes[name]
+            for name, users in self.config.members.items()
+            for user in users
+        }
+        self._default = self.config.classes["default"]
+
+    def limits_of(self, user: str) -> ClassLimits:
+        """The class limits of ``user`` (as :meth:`GuardConfig.limits_of`, cached)."""
+        return self._members.get(user, self._default)
 
     def observe(self, state: UserState, obs: Observation) -> Verdict:
         if state.locked is not None:  # nothing to learn from a locked account
             return Verdict(Action.REJECT, 0.0, (f"account locked: {state.locked}",))
-        limits = self.config.limits_of(obs.user)
+        limits = self.limits_of(obs.user)
         counters = record(state, obs, self.local_domains, self.config.ladder, limits.anomaly)
         verdict = assess(counters, limits, self.config.ladder)
         self.settle(state, obs, verdict)

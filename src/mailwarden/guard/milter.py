@@ -18,14 +18,13 @@ Every packet from the MTA is bounded (1 MiB, as libmilter) and every value we ke
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
 import struct
 from dataclasses import dataclass, field
 
 from mailwarden.guard.detector import Action, Observation, Verdict
 from mailwarden.guard.engine import Engine
+from mailwarden.guard.listen import Conversation, FrameError
 from mailwarden.guard.signals import browser_ip, network_of, subject_fingerprint
 
 log = logging.getLogger("mailwarden.guard")
@@ -33,6 +32,7 @@ log = logging.getLogger("mailwarden.guard")
 MAX_PACKET = 1 << 20
 MAX_RCPTS = 5000
 MAX_MACROS = 200
+_SIZE = struct.Struct("!I")
 
 # MTA → milter
 C_ABORT, C_BODY, C_CONNECT, C_MACRO, C_EOB, C_HELO = b"A", b"B", b"C", b"D", b"E", b"H"
@@ -58,7 +58,11 @@ class MilterError(ValueError):
 
 
 def packet(code: bytes, payload: bytes = b"") -> bytes:
-    return struct.pack("!I", len(payload) + 1) + code + payload
+    return _SIZE.pack(len(payload) + 1) + code + payload
+
+
+CONTINUE = packet(R_CONTINUE)
+ACCEPT_ALL = packet(R_ACCEPT)
 
 
 def cstrings(data: bytes) -> list[str]:
@@ -138,18 +142,18 @@ class MilterServer:
             _host, _, rest = data.partition(b"\0")
             if rest[:1] in (b"4", b"6") and len(rest) > 3:
                 s.client = rest[3:].rstrip(b"\0").decode("ascii", "replace")[:64]
-            return [packet(R_CONTINUE)]
+            return [CONTINUE]
         if cmd == C_MAIL:
             s.message = Message()
             s.user = s.macros.get("{auth_authen}", "")[:256]
             if not s.user:
-                return [packet(R_ACCEPT)]  # not authenticated: not ours to judge
+                return [ACCEPT_ALL]  # not authenticated: not ours to judge
             why = await self.engine.locked(s.user)
             if why:
                 refused = reply_for(Verdict(Action.REJECT, 0.0, (why,)), s.user)
                 assert refused is not None
                 return [refused]
-            return [packet(R_CONTINUE)]
+            return [CONTINUE]
         if cmd == C_RCPT:
             args = cstrings(data)
             rcpt = (args[0] if args else "").strip("<>").lower()[:320]
@@ -164,7 +168,7 @@ class MilterServer:
                     return [refused]
                 if verdict.action is Action.HOLD:
                     s.message.hold = verdict.text
-            return [packet(R_CONTINUE)]
+            return [CONTINUE]
         if cmd == C_HEADER:
             name, value = [*cstrings(data), "", ""][:2]
             lname = name.lower()
@@ -172,17 +176,17 @@ class MilterServer:
                 s.message.subject_fp = subject_fingerprint(value)
             elif lname == "received" and not s.message.browser:
                 s.message.browser = browser_ip(value, self.config.webmail_received_by)
-            return [packet(R_CONTINUE)]
+            return [CONTINUE]
         if cmd == C_EOB:
             return await self.end_of_message(s)
         if cmd == C_ABORT:
             s.message = Message()
             return []
-        return [] if cmd in NO_REPLY else [packet(R_CONTINUE)]
+        return [] if cmd in NO_REPLY else [CONTINUE]
 
     async def end_of_message(self, s: Session) -> list[bytes]:
         if not s.user:
-            return [packet(R_CONTINUE)]
+            return [CONTINUE]
         if self.config.message_stage in ("milter", "milter-only"):
             obs = Observation(
                 user=s.user,
@@ -206,31 +210,49 @@ class MilterServer:
             if queue_id:
                 await self.engine.record_hold(queue_id, s.user, verdict.text)
             reason = _reply_text(f"mailwarden guard: {verdict.text}")
-            return [packet(R_QUARANTINE, reason.encode() + b"\0"), packet(R_CONTINUE)]
-        return [packet(R_CONTINUE)]
+            return [packet(R_QUARANTINE, reason.encode() + b"\0"), CONTINUE]
+        return [CONTINUE]
 
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        session = Session()
+    def protocol(self) -> MilterConnection:
+        """A new connection (the protocol factory for :func:`~.listen.start`)."""
+        return MilterConnection(self)
+
+
+class MilterConnection(Conversation):
+    """One MTA connection. The MTA sends a stage's macros and its command together: they
+    are parsed in one go and the replies leave in one write."""
+
+    what = "milter"
+
+    def __init__(self, server: MilterServer) -> None:
+        super().__init__(server.engine.store.immediate)
+        self.server = server
+        self.session = Session()
+
+    def take(self) -> list[tuple[bytes, bytes]]:
+        buf, packets, pos = self.buf, [], 0
+        while len(buf) - pos >= 4:
+            (size,) = _SIZE.unpack_from(buf, pos)
+            if size == 0 or size > MAX_PACKET:
+                raise FrameError(f"packet of {size} bytes")
+            end = pos + 4 + size
+            if len(buf) < end:
+                break
+            packets.append((buf[pos + 4 : pos + 5], buf[pos + 5 : end]))
+            pos = end
+        self.buf = buf[pos:] if pos else buf
+        return packets
+
+    async def answer(self, request: tuple[bytes, bytes]) -> bytes:
+        cmd, data = request
+        if cmd == C_QUIT:
+            self.done = True
+            return b""
+        if cmd == C_QUIT_NC:  # the next SMTP connection reuses this socket
+            self.session = Session()
+            return b""
         try:
-            while True:
-                head = await reader.readexactly(4)
-                (size,) = struct.unpack("!I", head)
-                if size == 0 or size > MAX_PACKET:
-                    raise MilterError(f"packet of {size} bytes")
-                raw = await reader.readexactly(size)
-                cmd, data = raw[:1], raw[1:]
-                if cmd == C_QUIT:
-                    return
-                if cmd == C_QUIT_NC:  # the next SMTP connection reuses this socket
-                    session = Session()
-                    continue
-                replies = await self.on(session, cmd, data)
-                if replies:
-                    writer.write(b"".join(replies))
-                    await writer.drain()
+            replies = await self.server.on(self.session, cmd, data)
         except MilterError as exc:
-            log.warning(json.dumps({"event": "milter-protocol-error", "error": str(exc)}))
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
+            raise FrameError(str(exc)) from None
+        return b"".join(replies)

@@ -12,15 +12,10 @@ request; a client that breaks the limits is disconnected.
 
 from __future__ import annotations
 
-import asyncio
-import json
-import logging
-
 from mailwarden.guard.detector import Action, Observation, Verdict
 from mailwarden.guard.engine import Engine
+from mailwarden.guard.listen import Conversation, FrameError
 from mailwarden.guard.signals import network_of
-
-log = logging.getLogger("mailwarden.guard")
 
 MAX_LINE = 8192
 MAX_ATTRS = 64
@@ -40,17 +35,24 @@ def parse_request(block: bytes) -> dict[str, str]:
     """
     if len(block) > MAX_REQUEST:
         raise ProtocolError("request too large")
-    lines = block.decode("utf-8", "replace").replace("\r\n", "\n").split("\n")
-    request: dict[str, str] = {}
-    for line in lines:
-        if not line:
-            continue
-        name, sep, value = line.partition("=")
-        if not sep or not name:
-            raise ProtocolError(f"not name=value: {line[:40]!r}")
-        if len(line) > MAX_LINE:
-            raise ProtocolError("line too long")
-        request[name] = value
+    text = block.decode("utf-8", "replace")
+    if "\r" in text:
+        text = text.replace("\r\n", "\n")
+    lines = [line for line in text.split("\n") if line]
+    try:
+        request = dict(line.split("=", 1) for line in lines)  # C speed on the common path
+    except ValueError:
+        request = {}
+    if len(request) != len(lines) or "" in request or len(text) > MAX_LINE:
+        # the slow path only to name the offending line (or a repeated attribute)
+        request = {}
+        for line in lines:
+            name, sep, value = line.partition("=")
+            if not sep or not name:
+                raise ProtocolError(f"not name=value: {line[:40]!r}")
+            if len(line) > MAX_LINE:
+                raise ProtocolError("line too long")
+            request[name] = value
     if len(request) > MAX_ATTRS:
         raise ProtocolError(f"more than {MAX_ATTRS} attributes")
     return request
@@ -63,11 +65,11 @@ def _clean(text: str) -> str:
 
 def action_for(verdict: Verdict, user: str, stage: str) -> str:
     """The access(5) action for a verdict at ``stage`` (RCPT or END-OF-MESSAGE)."""
+    if verdict.action is Action.ACCEPT:
+        return "DUNNO"
     why = _clean(verdict.text)
     who = _clean(user)
     match verdict.action:
-        case Action.ACCEPT:
-            return "DUNNO"
         case Action.THROTTLE:
             verb = "DEFER_IF_PERMIT" if stage == "RCPT" else "DEFER"
             return f"{verb} 4.7.1 Sending rate of {who} is unusual; try again later ({why})"
@@ -129,25 +131,36 @@ class PolicyServer:
                 await self.engine.record_hold(queue_id, user, verdict.text)
         return action_for(verdict, user, stage)
 
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        held: dict[str, str] = {}
+    def protocol(self) -> PolicyConnection:
+        """A new connection (the protocol factory for :func:`~.listen.start`)."""
+        return PolicyConnection(self)
+
+
+class PolicyConnection(Conversation):
+    """One MTA connection: requests end with an empty line, each gets ``action=...``."""
+
+    what = "policy"
+
+    def __init__(self, server: PolicyServer) -> None:
+        super().__init__(server.engine.store.immediate)
+        self.server = server
+        self.held: dict[str, str] = {}
+
+    def take(self) -> list[dict[str, str]]:
+        buf, requests, start = self.buf, [], 0
         try:
-            while True:
-                try:
-                    block = await reader.readuntil(b"\n\n")
-                except asyncio.LimitOverrunError:
-                    raise ProtocolError("request too large") from None
-                except asyncio.IncompleteReadError:
-                    return  # the MTA closed the connection
-                request = parse_request(block)
-                if not request:
-                    continue
-                action = await self.respond(request, held)
-                writer.write(f"action={action}\n\n".encode())
-                await writer.drain()
+            while (end := buf.find(b"\n\n", start)) >= 0:
+                request = parse_request(buf[start : end + 2])
+                start = end + 2
+                if request:
+                    requests.append(request)
         except ProtocolError as exc:
-            log.warning(json.dumps({"event": "policy-protocol-error", "error": str(exc)}))
-        except ConnectionError:
-            pass
-        finally:
-            writer.close()
+            raise FrameError(str(exc)) from None
+        self.buf = buf[start:] if start else buf
+        if len(self.buf) > MAX_REQUEST:
+            raise FrameError("request too large")
+        return requests
+
+    async def answer(self, request: dict[str, str]) -> bytes:
+        action = await self.server.respond(request, self.held)
+        return f"action={action}\n\n".encode()

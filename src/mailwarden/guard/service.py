@@ -64,11 +64,11 @@ async def serve(
             loop.add_signal_handler(sig, main.cancel)
     servers = []
     if policy:
-        servers.append(await listen.start(policy, PolicyServer(engine).handle, what="policy"))
+        servers.append(await listen.start(policy, PolicyServer(engine).protocol, what="policy"))
     if milter:
         from mailwarden.guard.milter import MilterServer
 
-        servers.append(await listen.start(milter, MilterServer(engine).handle, what="milter"))
+        servers.append(await listen.start(milter, MilterServer(engine).protocol, what="milter"))
     log.info(
         json.dumps(
             {"event": "listening", "policy": policy, "milter": milter, "store": engine.store.name}

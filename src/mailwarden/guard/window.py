@@ -70,6 +70,16 @@ class Ring:
         self._advance(int(now // self.width))
         return self.running
 
+    def add_total(self, now: float, k: int) -> int:
+        """``add(now, k)`` then ``total(now)`` with one advance (the hot path's pair)."""
+        idx = int(now // self.width)
+        if idx > self.head:
+            self._advance(idx)
+        if k and idx >= self.head - self.n + 1:
+            self.counts[idx % self.n] += k
+            self.running += k
+        return self.running
+
 
 @dataclass(slots=True)
 class Tally:
@@ -87,6 +97,10 @@ class Tally:
 
     def totals(self, now: float) -> tuple[int, int, int]:
         return self.m1.total(now), self.h1.total(now), self.d1.total(now)
+
+    def add_totals(self, now: float, k: int) -> tuple[int, int, int]:
+        """``add(now, k)`` then ``totals(now)``, one pass over the three rings."""
+        return self.m1.add_total(now, k), self.h1.add_total(now, k), self.d1.add_total(now, k)
 
 
 @dataclass(slots=True)

@@ -50,6 +50,9 @@ class Event:
 
 class Store(Protocol):
     name: str
+    immediate: bool
+    """True when no method ever waits (memory, SQLite): the front ends then finish a
+    decision right where the request arrived instead of in a task."""
 
     async def decide(self, obs: Observation, detector: Detector) -> Verdict:
         """Record ``obs`` and return the verdict, atomically per user."""

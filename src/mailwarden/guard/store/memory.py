@@ -15,6 +15,7 @@ from mailwarden.guard.store.base import MAX_HISTORY, Event, HoldInfo, LockInfo
 
 class MemoryStore:
     name = "memory"
+    immediate = True
 
     def __init__(self, lock_ttl: float = 0.0) -> None:
         self.lock_ttl = lock_ttl

@@ -156,8 +156,13 @@ if message then
     end
   end
 end
+-- recipients accepted this hour: read before this decision, then counted as accepted;
+-- a verdict other than accept takes them back in the FLAG call (as memory counts them only
+-- after an accept)
+local accepted = ring_total(h, 'ah', 300, 12, now)
 local ext = 0
 if n > 0 then
+  ring_add(h, 'ah', 300, 12, now, n)
   ring_add(h, 'r1', 5, 12, now, n); ring_add(h, 'rh', 300, 12, now, n)
   ring_add(h, 'rd', 3600, 24, now, n)
   if distinct then
@@ -225,13 +230,13 @@ return {
   distinct_count(KEYS[5], now, 86400, cap),
   ring_total(h, 'fh', 300, 12, now),
   same1, same24, new_network, tostring(peak), flagged and 1 or 0, tostring(typical),
-  tostring(profile)
+  tostring(profile), accepted
 }
 """
 )
 
 # KEYS: 1 scalars hash, 2 network hash. ARGV: 1 now, 2 flag until, 3 refused count,
-# 4 probation s.
+# 4 probation s, 5 recipients the record call counted as accepted that were not.
 FLAG_LUA = (
     _HELPERS
     + """
@@ -240,6 +245,12 @@ local now, until_, refused = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV
 local current = tonumber(redis.call('HGET', h, 'flag')) or 0
 if until_ > current then redis.call('HSET', h, 'flag', until_) end
 if refused > 0 then ring_add(h, 'fh', 300, 12, now, refused) end
+local back = tonumber(ARGV[5]) or 0
+if back > 0 then
+  local idx = math.floor(now / 300)
+  local f = 'ah:' .. (idx % 12)
+  if tonumber(redis.call('HGET', h, f .. 't')) == idx then redis.call('HINCRBY', h, f, -back) end
+end
 redis.call('HSET', h, 'hext', 0)
 local all = redis.call('HGETALL', KEYS[2])
 for i = 1, #all, 2 do
@@ -283,6 +294,7 @@ HOLDS = f"{PREFIX}:holds"
 
 class RedisStore:
     name = "redis"
+    immediate = False
 
     def __init__(self, url: str, *, timeout: float = 0.2, lock_ttl: float = 0.0) -> None:
         self.url = url
@@ -307,7 +319,7 @@ class RedisStore:
 
     async def decide(self, obs: Observation, detector: Detector) -> Verdict:
         config = detector.config
-        limits = config.limits_of(obs.user)
+        limits = detector.limits_of(obs.user)
         keys = _keys(obs.user)
         externals = [
             d
@@ -357,6 +369,7 @@ class RedisStore:
             message_rcpts=obs.rcpt_count if obs.message else 0,
             typical_rcpts=float(raw[17]),
             hour_profile=float(raw[18]),
+            accepted_1h=int(raw[19]),
             flagged=raw[16] == 1,
         )
         verdict = assess(counters, limits, config.ladder)
@@ -365,7 +378,8 @@ class RedisStore:
             until = obs.now + config.ladder.flag_hours * 3600
             try:
                 await self._flag(
-                    keys=[keys[0], keys[6]], args=[repr(obs.now), until, refused, NETWORK_PROBATION]
+                    keys=[keys[0], keys[6]],
+                    args=[repr(obs.now), until, refused, NETWORK_PROBATION, len(obs.recipients)],
                 )
                 if verdict.action is Action.LOCK:
                     await self.lock(obs.user, verdict.text, obs.now)
@@ -374,9 +388,10 @@ class RedisStore:
         return verdict
 
     async def locked(self, user: str) -> str | None:
+        # on the milter's MAIL FROM path: the pipelined connection, not redis-py
         try:
-            raw = await self._r.get(_keys(user)[1])
-        except RedisError as exc:
+            raw = await self._record.call("GET", _keys(user)[1])
+        except RespError as exc:
             raise self._fail(exc) from None
         return None if raw is None else _reason(str(raw))
 

@@ -134,6 +134,12 @@ class ScriptConnection:
                 raise
         return await self._wait(self._send(encode("EVAL", self.script, len(keys), *keys, *args)))
 
+    async def call(self, *parts: object) -> Any:
+        """Any other command on the same pipelined connection (e.g. the lock check)."""
+        if self._writer is None:
+            await self._connect()
+        return await self._wait(self._send(encode(*parts)))
+
     async def close(self) -> None:
         self._fail(RespError("closed"))
         with contextlib.suppress(Exception):
