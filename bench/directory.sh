@@ -51,42 +51,12 @@ declare -A PID=() PORT=()
 # shellcheck source=bench/lib.sh
 source "$HERE/lib.sh"
 
-wait_http() {  # $1 = name, $2 = url: until it answers at all, max ~30 s
-  local i
-  for i in $(seq 1 120); do
-    kill -0 "${PID[$1]}" 2>/dev/null || return 1
-    [ "$(curl -s -o /dev/null -w '%{http_code}' "$2" || true)" != 000 ] && return 0
-    sleep 0.25
-  done
-  return 1
-}
-
 install_tools() {
   bash "$ROOT/scripts/install-debian-packages.sh" "$ROOT/packaging/debian-bench.txt" \
     "$ROOT/packaging/debian-test.txt" || die "cannot install the Debian packages"
   command -v wrk >/dev/null || die "wrk is not installed"
   [ -x /usr/sbin/slapd ] || die "slapd is not installed"
-  if [ ! -x "$ROOT/.venv/bin/mailwarden" ]; then
-    make -C "$ROOT" venv >"$LOGS/make-venv.log" 2>&1 || die "make venv failed, see $LOGS/make-venv.log"
-  fi
-}
-
-automx2_version() {
-  "$AUTOMX2_VENV/bin/python" -c "import importlib.metadata as m; print(m.version('$1'))" 2>/dev/null || true
-}
-
-install_automx2() {
-  local want
-  want="$(sed -n 's/^automx2==//p' "$HERE/automx2-constraints.txt")"
-  if [ -x "$AUTOMX2_VENV/bin/gunicorn" ] && [ "$(automx2_version automx2)" = "$want" ]; then
-    log "reusing $AUTOMX2_VENV (automx2 $want)"
-    return
-  fi
-  log "installing automx2 $want + gunicorn from PyPI into $AUTOMX2_VENV"
-  rm -rf "$AUTOMX2_VENV"
-  "$PYTHON" -m venv "$AUTOMX2_VENV"
-  "$AUTOMX2_VENV/bin/pip" install -q -c "$HERE/automx2-constraints.txt" automx2 gunicorn \
-    >"$LOGS/pip-automx2.log" 2>&1 || die "pip install automx2 failed, see $LOGS/pip-automx2.log"
+  ensure_project_venv
 }
 
 start_slapd() {
@@ -100,39 +70,6 @@ start_slapd() {
     sleep 0.25
   done
   log "slapd on 127.0.0.1:$LDAP_PORT (pid ${PID[slapd]}), $USERS people"
-}
-
-start_ours() {  # $1 = ours | ours-cold
-  local port; port="$(free_port)"
-  "$ROOT/.venv/bin/mailwarden" serve --config "$WORKDIR/$1/site.toml" \
-    --listen "127.0.0.1:$port" --workers "$WORKERS" --log-level warning >"$LOGS/$1.log" 2>&1 &
-  PID[$1]=$!
-  PORT[$1]=$port
-  wait_http "$1" "http://127.0.0.1:$port/healthz" || { tail -20 "$LOGS/$1.log" >&2; die "$1 did not come up"; }
-  log "$1: mailwarden serve --workers $WORKERS on 127.0.0.1:$port (pid ${PID[$1]})"
-}
-
-start_automx2() {
-  local port dir="$WORKDIR/automx2"; port="$(free_port)"
-  rm -f "$dir/automx2.sqlite"
-  cat >"$dir/automx2.conf" <<EOF
-[automx2]
-loglevel = WARNING
-db_echo = no
-db_uri = sqlite:///$dir/automx2.sqlite
-proxy_count = 0
-EOF
-  (cd "$dir" && exec env AUTOMX2_CONF="$dir/automx2.conf" "$AUTOMX2_VENV/bin/gunicorn" \
-    --workers "$WORKERS" --worker-class sync --bind "127.0.0.1:$port" --log-level warning \
-    automx2.server:app) >"$LOGS/automx2.log" 2>&1 &
-  PID[automx2]=$!
-  PORT[automx2]=$port
-  wait_http automx2 "http://127.0.0.1:$port/" || { tail -20 "$LOGS/automx2.log" >&2; die "automx2 did not come up"; }
-  local answer
-  answer="$(curl -s -X POST -H 'Content-Type: application/json' \
-    --data-binary @"$dir/seed.json" "http://127.0.0.1:$port/initdb/")"
-  case "$answer" in *"Database is now prepared"*) ;; *) die "seeding automx2 failed: $answer" ;; esac
-  log "automx2: gunicorn --workers $WORKERS (sync) on 127.0.0.1:$port (pid ${PID[automx2]}), seeded"
 }
 
 url() { echo "http://127.0.0.1:${PORT[$1]}/mail/config-v1.1.xml"; }
@@ -158,8 +95,8 @@ main() {
   install_automx2
   "$PROJECT_PY" -m bench.directory_env "$WORKDIR" "$USERS" || die "writing the bench data failed"
   start_slapd
-  start_ours ours && smoke ours
-  start_ours ours-cold && smoke ours-cold
+  start_mailwarden ours "$WORKDIR/ours/site.toml" && smoke ours
+  start_mailwarden ours-cold "$WORKDIR/ours-cold/site.toml" && smoke ours-cold
   start_automx2 && smoke automx2
   log "warming up ($WARMUP each; ours also fills its cache with every user)"
   local s r
