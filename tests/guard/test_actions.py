@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import socket
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
+
+import pytest
 
 from mailwarden.guard.actions import Alerter, Locker, _dn_escape
 from mailwarden.guard.config import Alerts, LockAction
@@ -67,3 +71,62 @@ def test_webhook_receives_the_decision_as_json() -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def _receive(sock: socket.socket) -> str:
+    sock.settimeout(5)
+    return sock.recv(65536).decode("utf-8")
+
+
+def test_syslog_alert_arrives_on_a_unix_datagram_socket(tmp_path: Path) -> None:
+    path = tmp_path / "log.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(path))
+        alerter = Alerter(Alerts(syslog=True, syslog_target=str(path)))
+        record = {"user": "jdoe", "action": "lock"}
+        subject = "mailwarden guard: account jdoe\nlocked\x1b[31m"
+        results = asyncio.run(alerter.send(subject, record))
+        assert [r.ok for r in results] == [True]
+        message = _receive(sock)
+    # RFC 3164: <PRI> with facility mail (2) and severity warning (4): 2 * 8 + 4
+    match = re.fullmatch(
+        r"<20>[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \S+ mailwarden-guard\[\d+\]: (.*)", message
+    )
+    assert match, message
+    text = match.group(1)
+    # control characters escaped: one alert, one log line
+    assert text.startswith("mailwarden guard: account jdoe\\x0alocked\\x1b[31m ")
+    assert "\n" not in message
+    assert "\x1b" not in message
+    assert '"user":"jdoe"' in text
+
+
+def test_syslog_rfc5424_over_udp_is_bounded() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        alerts = Alerts(
+            syslog=True, syslog_target=f"udp://127.0.0.1:{port}", syslog_format="rfc5424"
+        )
+        results = asyncio.run(Alerter(alerts).send("held", {"reasons": ["ü" * 5000]}))
+        assert [r.ok for r in results] == [True]
+        message = _receive(sock)
+    assert re.match(
+        r"<20>1 \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z \S+ mailwarden-guard \d+ - - held ", message
+    )
+    assert len(message.encode()) <= 2048  # bounded, and cut on a character boundary
+    assert message.endswith("ü")
+
+
+def test_syslog_without_a_listening_socket_is_reported(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such.sock"
+    alerter = Alerter(Alerts(syslog=True, syslog_target=str(missing)))
+    results = asyncio.run(alerter.send("locked", {"user": "jdoe"}))
+    assert [r.ok for r in results] == [False]
+    assert str(missing) in results[0].detail
+
+
+def test_syslog_target_must_be_a_socket_path_or_udp() -> None:
+    for bad in ("dev/log", "udp://host", "udp://:514", "udp://h:99999"):
+        with pytest.raises(ValueError, match="expected"):
+            Alerts(syslog=True, syslog_target=bad)

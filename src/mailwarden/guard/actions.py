@@ -12,7 +12,8 @@ import json
 import logging
 import os
 import smtplib
-import syslog
+import socket
+import time
 import urllib.request
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -23,6 +24,11 @@ from mailwarden.guard.config import Alerts, LockAction
 log = logging.getLogger("mailwarden.guard")
 
 MAX_ALERT_TEXT = 8000
+SYSLOG_TAG = "mailwarden-guard"
+FACILITY_MAIL = 2
+SEVERITY_WARNING = 4
+SYSLOG_MAX = {"rfc3164": 1024, "rfc5424": 2048}
+"""Bytes per message: RFC 3164's limit, and what RFC 5424 receivers must accept."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +147,7 @@ class Alerter:
         if c.webhook_url:
             jobs.append(asyncio.to_thread(self._webhook, record))
         if c.syslog:
-            jobs.append(asyncio.to_thread(self._syslog, subject))
+            jobs.append(asyncio.to_thread(self._syslog, subject, record))
         if not jobs:
             return []
         results = await asyncio.gather(*jobs, return_exceptions=True)
@@ -184,7 +190,65 @@ class Alerter:
             return ActionResult(False, f"webhook {c.webhook_url}: {exc}")
         return ActionResult(200 <= status < 300, f"webhook {c.webhook_url}: HTTP {status}")
 
-    def _syslog(self, subject: str) -> ActionResult:
-        syslog.openlog("mailwarden-guard", syslog.LOG_PID, syslog.LOG_MAIL)
-        syslog.syslog(syslog.LOG_WARNING, subject[:500])
-        return ActionResult(True, "syslog")
+    def _syslog(self, subject: str, record: dict[str, object]) -> ActionResult:
+        c = self.config
+        summary = json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=str)
+        data = syslog_message(f"{subject} {summary}", c.syslog_format)
+        return send_syslog(data, c.syslog_target)
+
+
+def _escape(text: str) -> str:
+    """Control characters (newlines included) as ``\\xNN``: one alert, one log line."""
+    return "".join(f"\\x{ord(ch):02x}" if ch < " " or ch == "\x7f" else ch for ch in text)
+
+
+def syslog_message(
+    text: str,
+    fmt: str = "rfc3164",
+    *,
+    severity: int = SEVERITY_WARNING,
+    now: float | None = None,
+    host: str | None = None,
+    pid: int | None = None,
+) -> bytes:
+    """One syslog datagram (facility mail) in RFC 3164 or RFC 5424 form, at most
+    ``SYSLOG_MAX[fmt]`` bytes, control characters escaped."""
+    when = time.time() if now is None else now
+    hostname = host or socket.gethostname() or "-"
+    proc = os.getpid() if pid is None else pid
+    pri = FACILITY_MAIL * 8 + severity
+    if fmt == "rfc5424":
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(when))
+        stamp += f".{int(when % 1 * 1000):03d}Z"
+        head = f"<{pri}>1 {stamp} {hostname} {SYSLOG_TAG} {proc} - - "
+    else:
+        local = time.localtime(when)
+        stamp = (
+            time.strftime("%b ", local) + f"{local.tm_mday:>2} " + time.strftime("%H:%M:%S", local)
+        )
+        head = f"<{pri}>{stamp} {hostname.split('.')[0]} {SYSLOG_TAG}[{proc}]: "
+    data = (head + _escape(text)).encode("utf-8", "replace")
+    limit = SYSLOG_MAX.get(fmt, 1024)
+    if len(data) > limit:  # cut, never inside a UTF-8 sequence
+        data = data[:limit].decode("utf-8", "ignore").encode("utf-8")
+    return data
+
+
+def send_syslog(data: bytes, target: str, timeout: float = 5.0) -> ActionResult:
+    """Send one datagram to a unix datagram socket path or ``udp://HOST:PORT``."""
+    try:
+        if target.startswith("udp://"):
+            host, _, port = target[6:].rpartition(":")
+            family, kind, proto, _, address = socket.getaddrinfo(
+                host.strip("[]"), int(port), type=socket.SOCK_DGRAM
+            )[0]
+            with socket.socket(family, kind, proto) as sock:
+                sock.settimeout(timeout)
+                sock.sendto(data, address)
+        else:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+                sock.settimeout(timeout)
+                sock.sendto(data, target)
+    except OSError as exc:
+        return ActionResult(False, f"syslog {target}: {exc.strerror or exc}")
+    return ActionResult(True, f"syslog {target}")

@@ -141,7 +141,23 @@ class Alerts(_Model):
     smtp_port: int = Field(default=25, ge=1, le=65535)
     webhook_url: str | None = Field(default=None, pattern=r"^https?://\S+$")
     syslog: bool = False
+    syslog_target: str = "/dev/log"
+    """Where syslog alerts go: a unix datagram socket (an absolute path, the local syslog
+    daemon's ``/dev/log`` by default) or ``udp://HOST:PORT``."""
+    syslog_format: Literal["rfc3164", "rfc5424"] = "rfc3164"
+    """The message format; facility mail, severity warning, tag ``mailwarden-guard``."""
     timeout: float = Field(default=5.0, gt=0, le=60)
+
+    @field_validator("syslog_target")
+    @classmethod
+    def _syslog_target(cls, value: str) -> str:
+        if value.startswith("udp://"):
+            host, sep, port = value[6:].rpartition(":")
+            if not sep or not host.strip("[]") or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"{value!r}: expected udp://HOST:PORT")
+        elif not value.startswith("/"):
+            raise ValueError(f"{value!r}: expected an absolute socket path or udp://HOST:PORT")
+        return value
 
 
 class GuardConfig(_Model):
