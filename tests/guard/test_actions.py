@@ -83,7 +83,7 @@ def test_syslog_alert_arrives_on_a_unix_datagram_socket(tmp_path: Path) -> None:
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
         sock.bind(str(path))
         alerter = Alerter(Alerts(syslog=True, syslog_target=str(path)))
-        record = {"user": "jdoe", "action": "lock"}
+        record: dict[str, object] = {"user": "jdoe", "action": "lock"}
         subject = "mailwarden guard: account jdoe\nlocked\x1b[31m"
         results = asyncio.run(alerter.send(subject, record))
         assert [r.ok for r in results] == [True]
