@@ -14,7 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.guard_server import GuardProcess, running_guard, wait_until, write_site
+from tests.fixtures.guard_server import (
+    BURST_CLASSES,
+    GuardProcess,
+    running_guard,
+    wait_until,
+    write_site,
+)
 from tests.fixtures.net import free_port
 from tests.fixtures.postfix_lab import PASSWORD, MailLab, running_mail_lab
 from tests.fixtures.redis_server import RedisServer, running_redis
@@ -40,22 +46,7 @@ redis_url = "{redis.url}"
 redis_timeout = 0.3
 message_stage = "milter"
 local_domains = ["example.com"]
-
-[guard.classes.default]
-hourly_floor = 6
-domains_floor = 6
-domains_day_floor = 12
-
-[guard.classes.watched]
-rcpts_per_minute = 100
-rcpts_per_hour = 3
-rcpts_per_day = 1000
-anomaly = false
-
-[guard.members]
-watched = ["zz0005"]
-bulk = ["zz0001"]
-
+{BURST_CLASSES}
 [guard.lock]
 method = "ldap"
 ldap_uri = "{slapd.url}"
