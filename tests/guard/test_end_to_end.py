@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import smtplib
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from tests.fixtures.guard_server import (
     wait_until,
     write_site,
 )
+from tests.fixtures.guard_server import guard_cli as cli
 from tests.fixtures.net import free_port
 from tests.fixtures.postfix_lab import PASSWORD, MailLab, running_mail_lab
 from tests.fixtures.redis_server import RedisServer, running_redis
@@ -112,16 +112,6 @@ def ldap_attribute(slapd: Slapd, uid: str, attribute: str) -> str:
         if line.startswith(f"{attribute}:"):
             return line.split(":", 1)[1].strip()
     return ""
-
-
-def cli(site: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "mailwarden", "guard", "--config", str(site), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def spam_run(

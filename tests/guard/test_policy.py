@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import socket
 import sqlite3
-import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 
@@ -17,6 +15,7 @@ from hypothesis import strategies as st
 from mailwarden.guard.detector import Action, Verdict
 from mailwarden.guard.policy import ProtocolError, action_for, parse_request
 from tests.fixtures.guard_server import PolicyClient, running_guard, write_site
+from tests.fixtures.guard_server import guard_cli as cli
 from tests.fixtures.net import free_port
 
 GUARD = """
@@ -32,16 +31,6 @@ rcpts_per_day = 20000
 [guard.members]
 bulk = ["newsletter"]
 """
-
-
-def cli(site: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "mailwarden", "guard", "--config", str(site), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def blast(client: PolicyClient, user: str, messages: int, per_message: int = 20) -> list[str]:

@@ -10,6 +10,7 @@ import pytest
 
 from mailwarden.guard.config import GuardConfig
 from mailwarden.guard.detector import Action, Detector, Observation
+from mailwarden.guard.store.base import HoldInfo
 from mailwarden.guard.store.memory import MemoryStore
 from mailwarden.guard.store.sqlite import SqliteStore
 
@@ -49,6 +50,8 @@ def test_sqlite_keeps_locks_holds_history_and_baselines_across_restarts(tmp_path
         rcpts = tuple(f"p{k}@d{k}.example" for k in range(20))
         asyncio.run(store.decide(Observation("ann", T0 + i * 3600, rcpts, True, 20), DETECTOR))
     assert Action.LOCK in blast(store, "eve", T0)
+    held = HoldInfo("4Xc1", "eve", "held for review", T0, "mta1")
+    asyncio.run(store.add_hold(held))
     baseline = store.users["ann"].baseline_hour
     assert baseline > 10
     profile = list(store.users["ann"].hour_profile)
@@ -63,6 +66,7 @@ def test_sqlite_keeps_locks_holds_history_and_baselines_across_restarts(tmp_path
     assert again.users["ann"].hour_profile == profile
     assert again.users["ann"].profile_since == store.users["ann"].profile_since >= 0
     assert [lock.user for lock in asyncio.run(again.locks())] == ["eve"]
+    assert asyncio.run(again.holds()) == [held]  # with the MTA holding it
     asyncio.run(again.close())
 
 
@@ -78,7 +82,16 @@ def test_sqlite_adds_the_hour_profile_to_an_older_database(tmp_path: Path) -> No
     db.execute("INSERT INTO baselines VALUES ('ann', 12.0, 5, 0, 0, '{}', 2.0, 30)")
     db.commit()
     db.close()
+    db = sqlite3.connect(str(path))
+    db.execute(
+        "CREATE TABLE holds (queue_id TEXT PRIMARY KEY, user TEXT NOT NULL, "
+        "reason TEXT NOT NULL, since REAL NOT NULL)"
+    )
+    db.execute("INSERT INTO holds VALUES ('4Xd1', 'ann', 'held', 1.0)")
+    db.commit()
+    db.close()
     store = SqliteStore(path)
+    assert asyncio.run(store.holds()) == [HoldInfo("4Xd1", "ann", "held", 1.0, "")]
     assert store.users["ann"].baseline_hour == 12.0
     assert store.users["ann"].hour_profile == [0.0] * 24
     assert store.users["ann"].profile_since == -1

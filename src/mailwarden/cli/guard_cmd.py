@@ -18,7 +18,7 @@ from mailwarden.cli.common import print_json as _print_json
 from mailwarden.errors import InputError, MailwardenError
 from mailwarden.guard.actions import Locker, run_command
 from mailwarden.guard.config import GuardConfig
-from mailwarden.guard.store.base import Event, Store
+from mailwarden.guard.store.base import Event, HoldInfo, Store
 from mailwarden.site import load_site
 
 HELP = """\
@@ -208,14 +208,20 @@ def run_held(args: argparse.Namespace) -> int:
         if args.format == "json":
             _print_json(
                 [
-                    {"queue_id": h.queue_id, "user": h.user, "reason": h.reason, "since": h.since}
+                    {
+                        "queue_id": h.queue_id,
+                        "user": h.user,
+                        "reason": h.reason,
+                        "since": h.since,
+                        "instance": h.instance,
+                    }
                     for h in holds
                 ]
             )
             return 0
-        table = Table("queue id", "user", "since", "reason")
+        table = Table("queue id", "user", "held on", "since", "reason")
         for h in holds:
-            table.add_row(h.queue_id, h.user, _when(h.since), h.reason)
+            table.add_row(h.queue_id, h.user, h.instance or "?", _when(h.since), h.reason)
         console.print(table)
         console.print(f"{len(holds)} held")
         return 0
@@ -223,27 +229,56 @@ def run_held(args: argparse.Namespace) -> int:
     return _with_store(args, job)
 
 
+def _release_commands(
+    config: GuardConfig, hold: HoldInfo
+) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+    """postsuper and postqueue argv prefixes that reach the MTA holding ``hold`` (None: only
+    a command run on that MTA can)."""
+    if hold.instance in ("", config.instance_name):
+        return config.postsuper, config.postqueue
+    if not config.remote_postsuper:
+        return None
+
+    def there(argv: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(arg.replace("{instance}", hold.instance) for arg in argv)
+
+    return there(config.remote_postsuper), there(config.remote_postqueue)
+
+
 def run_release(args: argparse.Namespace) -> int:
     config, _, _ = _config(args)
 
     async def job(store: Store) -> int:
-        holds = await store.drop_holds(args.key)
+        holds = [h for h in await store.holds() if args.key in (h.queue_id, h.user)]
         if not holds:
             raise InputError(f"{args.key}: no held message with this queue ID or user")
         failed = 0
         for hold in holds:
-            result = await run_command((*config.postsuper, "-H", hold.queue_id), {}, 30.0)
-            if result.ok:  # released to the deferred queue: ask for delivery now
-                await run_command((*config.postqueue, "-i", hold.queue_id), {}, 30.0)
+            commands = _release_commands(config, hold)
+            if commands is None:
+                failed += 1
+                console.print(
+                    f"[yellow]![/] {hold.queue_id} ({hold.user}) is held by the MTA of guard "
+                    f"instance {hold.instance!r}, not by this one ({config.instance_name!r}); "
+                    f"run on {hold.instance}: mailwarden guard -c {args.config} release "
+                    f"{hold.queue_id}  (or set [guard] remote_postsuper)",
+                    highlight=False,
+                )
+                continue
+            postsuper, postqueue = commands
+            result = await run_command((*postsuper, "-H", hold.queue_id), {}, 30.0)
             if not result.ok:
                 failed += 1
-                console.print(f"[red]✗[/] {hold.queue_id}: {result.detail}")
-                await store.add_hold(hold)  # still held: keep it listed
-            else:
-                console.print(f"[green]✓[/] released {hold.queue_id} ({hold.user})")
-                await store.add_event(
-                    Event(hold.user, time.time(), "release", f"released {hold.queue_id}")
-                )
+                console.print(f"[red]✗[/] {hold.queue_id}: {result.detail}", highlight=False)
+                continue  # still held: stays listed
+            if postqueue:  # released to the deferred queue: ask for delivery now
+                await run_command((*postqueue, "-i", hold.queue_id), {}, 30.0)
+            await store.drop_holds(hold.queue_id)
+            where = f" on {hold.instance}" if hold.instance else ""
+            console.print(f"[green]✓[/] released {hold.queue_id} ({hold.user}){where}")
+            await store.add_event(
+                Event(hold.user, time.time(), "release", f"released {hold.queue_id}{where}")
+            )
         return 2 if failed else 0
 
     return _with_store(args, job)

@@ -8,6 +8,7 @@ cases, and a store that fails open so that a Redis outage never stops a universi
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Literal
 
@@ -191,6 +192,15 @@ class GuardConfig(_Model):
     alerts: Alerts = Field(default_factory=Alerts)
     lock_ttl_hours: float = Field(default=0, ge=0)
     """0: locks stay until ``mailwarden guard unlock``; otherwise they expire."""
+    instance_name: str = Field(default_factory=socket.gethostname, min_length=1, max_length=200)
+    """This MTA's name among those sharing a store: held messages record it, since only the
+    MTA holding a message can release it. Default: the host name."""
+    remote_postsuper: tuple[str, ...] = ()
+    """argv prefix that releases a message held on *another* MTA, ``{instance}`` standing
+    for its ``instance_name``, e.g. ``["ssh", "{instance}", "postsuper", "-c",
+    "/etc/postfix"]``; empty: ``guard release`` says where to run it instead."""
+    remote_postqueue: tuple[str, ...] = ()
+    """The same for ``postqueue -i`` (optional)."""
     postsuper: tuple[str, ...] = ("postsuper",)
     """argv prefix used to release held messages, e.g. ``["postsuper", "-c", "/etc/postfix"]``."""
     postqueue: tuple[str, ...] = ("postqueue",)

@@ -249,6 +249,7 @@ class Engine:
 
     async def record_hold(self, queue_id: str, user: str, reason: str) -> None:
         try:
-            await self.store.add_hold(HoldInfo(queue_id, user, reason, self.clock()))
+            hold = HoldInfo(queue_id, user, reason, self.clock(), self.config.instance_name)
+            await self.store.add_hold(hold)
         except StoreError as exc:
             log.error(json.dumps({"event": "store-error", "error": exc.message}))

@@ -35,6 +35,9 @@ class HoldInfo:
     user: str
     reason: str
     since: float
+    instance: str = ""
+    """The guard instance (``instance_name``, one per MTA) whose MTA holds the message;
+    ``""`` for holds recorded before instances were named."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -436,7 +436,14 @@ class RedisStore:
         return sorted(out, key=lambda lock: lock.since)
 
     async def add_hold(self, hold: HoldInfo) -> None:
-        value = json.dumps({"user": hold.user, "reason": hold.reason, "since": hold.since})
+        value = json.dumps(
+            {
+                "user": hold.user,
+                "reason": hold.reason,
+                "since": hold.since,
+                "instance": hold.instance,
+            }
+        )
         try:
             await self._r.hset(HOLDS, hold.queue_id, value)
         except RedisError as exc:
@@ -450,7 +457,15 @@ class RedisStore:
         out = []
         for qid, value in raw.items():
             data = json.loads(value)
-            out.append(HoldInfo(str(qid), data["user"], data["reason"], float(data["since"])))
+            out.append(
+                HoldInfo(
+                    str(qid),
+                    data["user"],
+                    data["reason"],
+                    float(data["since"]),
+                    str(data.get("instance", "")),
+                )
+            )
         return sorted(out, key=lambda h: h.since)
 
     async def drop_holds(self, key: str) -> list[HoldInfo]:

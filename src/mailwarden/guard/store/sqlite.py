@@ -24,7 +24,8 @@ CREATE TABLE IF NOT EXISTS locks (
   user TEXT PRIMARY KEY, reason TEXT NOT NULL, since REAL NOT NULL, by TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS holds (
-  queue_id TEXT PRIMARY KEY, user TEXT NOT NULL, reason TEXT NOT NULL, since REAL NOT NULL
+  queue_id TEXT PRIMARY KEY, user TEXT NOT NULL, reason TEXT NOT NULL, since REAL NOT NULL,
+  instance TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS events (
   id INTEGER PRIMARY KEY, user TEXT NOT NULL, time REAL NOT NULL, action TEXT NOT NULL,
@@ -39,8 +40,11 @@ CREATE TABLE IF NOT EXISTS baselines (
 );
 """
 ADDED_COLUMNS = {
-    "hour_profile": "TEXT NOT NULL DEFAULT ''",
-    "profile_since": "INTEGER NOT NULL DEFAULT -1",
+    "baselines": {
+        "hour_profile": "TEXT NOT NULL DEFAULT ''",
+        "profile_since": "INTEGER NOT NULL DEFAULT -1",
+    },
+    "holds": {"instance": "TEXT NOT NULL DEFAULT ''"},
 }
 """Columns newer than the first schema, added to an existing database on open."""
 
@@ -57,10 +61,11 @@ class SqliteStore(MemoryStore):
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(SCHEMA)
-            have = {row[1] for row in self._db.execute("PRAGMA table_info(baselines)")}
-            for column, decl in ADDED_COLUMNS.items():
-                if column not in have:
-                    self._db.execute(f"ALTER TABLE baselines ADD COLUMN {column} {decl}")
+            for table, columns in ADDED_COLUMNS.items():
+                have = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+                for column, decl in columns.items():
+                    if column not in have:
+                        self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"{path}: cannot open the guard state database: {exc}") from None
         self._version = -1
@@ -104,7 +109,9 @@ class SqliteStore(MemoryStore):
             }
             holds = {
                 row[0]: HoldInfo(*row)
-                for row in self._db.execute("SELECT queue_id, user, reason, since FROM holds")
+                for row in self._db.execute(
+                    "SELECT queue_id, user, reason, since, instance FROM holds"
+                )
             }
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: {exc}") from None
@@ -159,8 +166,9 @@ class SqliteStore(MemoryStore):
 
     async def add_hold(self, hold: HoldInfo) -> None:
         self._write(
-            "INSERT OR REPLACE INTO holds (queue_id, user, reason, since) VALUES (?, ?, ?, ?)",
-            (hold.queue_id, hold.user, hold.reason, hold.since),
+            "INSERT OR REPLACE INTO holds (queue_id, user, reason, since, instance) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (hold.queue_id, hold.user, hold.reason, hold.since, hold.instance),
         )
         await super().add_hold(hold)
 
