@@ -94,6 +94,18 @@ CASES = {
     "lone-inet6-wildcard-v6only-0": Case(
         "DAEMON_OPTIONS(`Port={p}, Addr=::, Name=MTA-v6, Family=inet6')dnl", 0
     ),
+    # sendmail calls a daemon without Name= "Daemon<n>" (its place among all daemons).
+    "unnamed-wildcard-and-address": Case(
+        "DAEMON_OPTIONS(`Port={p}')dnl\nDAEMON_OPTIONS(`Port={p}, Addr=127.0.0.1')dnl", 0
+    ),
+    # One Name= for two daemons: both are set up, the later one fails on the shared port.
+    "one-name-for-two-daemons": Case(
+        "DAEMON_OPTIONS(`Port={p}, Addr=127.0.0.1, Name=MTA')dnl\n"
+        "DAEMON_OPTIONS(`Port={q}, Addr=127.0.0.1, Name=MTA')dnl\n"
+        "DAEMON_OPTIONS(`Port={p}, Addr=IPv6:::1, Name=MTA, Family=inet6')dnl\n"
+        "DAEMON_OPTIONS(`Port={q}, Name=MTA, Family=inet6')dnl",
+        0,
+    ),
     "specific-addresses-both-families": Case(
         "DAEMON_OPTIONS(`Port={p}, Addr=127.0.0.1, Name=MTA-v4, Family=inet')dnl\n"
         "DAEMON_OPTIONS(`Port={p}, Addr=IPv6:::1, Name=MTA-v6, Family=inet6')dnl\n"

@@ -85,6 +85,9 @@ class PortOptions:
     line: int
     form: str
     dnl: bool = False
+    number: int = -1
+    """The daemon's place among all DaemonPortOptions (sendmail names an unnamed one
+    ``Daemon<number>`` in its log)."""
 
     def get(self, key: str) -> str | None:
         """The value of ``key`` (documented name); the last one written wins, as in sendmail."""
@@ -96,6 +99,8 @@ class PortOptions:
         given = self.get("Name")
         if given:
             return given
+        if self.kind is PortKind.DAEMON and self.number >= 0:
+            return f"Daemon{self.number}"
         return "(unnamed " + self.kind.value + (f" port {self.port}" if self.tcp else "") + ")"
 
     @property
@@ -161,6 +166,10 @@ class SendmailConfig:
     daemons: tuple[PortOptions, ...]
     clients: tuple[PortOptions, ...]
     version: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        numbered = tuple(replace(d, number=i) for i, d in enumerate(self.daemons))
+        object.__setattr__(self, "daemons", numbered)
 
 
 def port_number(value: str) -> int:
