@@ -134,13 +134,21 @@ class Connection:
         self.protocol = HttpToolsProtocol(config, self.state, {})
         self.transport = MemoryTransport()
         self.protocol.connection_made(self.transport)
+        self._done: asyncio.Future[None] | None = None
+        finish = self.protocol.on_response_complete
+
+        def complete() -> None:  # the protocol's hook, then wake the waiting request
+            finish()
+            if self._done is not None and not self._done.done():
+                self._done.set_result(None)
+
+        setattr(self.protocol, "on_response_complete", complete)  # noqa: B010 (a method)
 
     async def request(self, raw: bytes) -> bytes:
-        done = self.state.total_requests + 1
+        self._done = asyncio.get_running_loop().create_future()
         self.transport.written.clear()
         self.protocol.data_received(raw)
-        while self.state.total_requests < done:
-            await asyncio.sleep(0)
+        await self._done
         if self.transport.closing:
             raise SystemExit("the server closed the connection")
         return b"".join(self.transport.written)

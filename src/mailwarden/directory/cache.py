@@ -47,6 +47,29 @@ class _Entry:
     stale_until: float
 
 
+async def _wait(flight: asyncio.Task[Account | None], timeout: float) -> bool:
+    """Wait for ``flight`` at most ``timeout`` seconds without cancelling it (it goes on and
+    fills the cache); whether it is done. What ``asyncio.timeout`` around ``asyncio.shield``
+    does, with one future instead of two futures, a context manager and their callbacks: this
+    runs on every cache miss."""
+    if flight.done():
+        return True
+    waiter = asyncio.get_running_loop().create_future()
+
+    def wake(_: object = None) -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+
+    flight.add_done_callback(wake)
+    timer = waiter.get_loop().call_later(timeout, wake)
+    try:
+        await waiter  # a cancelled caller leaves here; the flight is not touched
+    finally:
+        timer.cancel()
+        flight.remove_done_callback(wake)
+    return flight.done()
+
+
 class CachedDirectory:
     """Wraps any :class:`Directory`; itself a :class:`Directory`."""
 
@@ -108,14 +131,12 @@ class CachedDirectory:
             self._event("skipped")
             raise DirectoryError(f"directory unavailable: {self._down_reason}")
         flight = self._flights.get(key) or self._flight(key, address)
-        try:
-            async with asyncio.timeout(self.deadline):
-                return await asyncio.shield(flight)
-        except TimeoutError:
+        if not await _wait(flight, self.deadline):
             self._event("deadline")
             raise DirectoryError(
                 f"directory gave no answer within {self.deadline} s (deadline)"
             ) from None
+        return flight.result()
 
     def _flight(self, key: str, address: Address) -> asyncio.Task[Account | None]:
         task = asyncio.get_running_loop().create_task(self._fetch(key, address))

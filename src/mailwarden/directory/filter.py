@@ -25,6 +25,8 @@ class FilterError(ValueError):
 
 def escape_value(value: str) -> str:
     """``value`` as an RFC 4515 assertion value: special and non-printable bytes as ``\\XX``."""
+    if _SAFE.issuperset(value):  # the usual address: nothing to escape (one C-level check)
+        return value
     out: list[str] = []
     for char in value:
         if char in _SAFE:

@@ -98,10 +98,19 @@ class _Connection(AIOLDAPConnection):
             if answer is not None:
                 future.set_result(answer)
 
+        def expired() -> None:
+            if not future.done():
+                future.set_exception(TimeoutError())
+
+        # One timer on the one future (asyncio.wait_for would add a second future and its
+        # callbacks to every search).
+        timer = loop.call_later(timeout, expired) if timeout is not None else None
         loop.add_reader(fd, readable)
         try:
-            return await asyncio.wait_for(future, timeout)
+            return await future
         finally:
+            if timer is not None:
+                timer.cancel()
             with contextlib.suppress(OSError, ValueError):  # fd already closed by libldap
                 loop.remove_reader(fd)
 
