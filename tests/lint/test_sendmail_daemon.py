@@ -25,7 +25,8 @@ from tests.lint.tools import lint
 
 DUAL = "dual.sendmail-test.example"  # A and AAAA
 V4ONLY = "v4only.sendmail-test.example"  # A only
-HOSTS = f"127.0.0.1 {DUAL} {V4ONLY}\n::1 {DUAL}\n"
+MAPPED = "mapped.sendmail-test.example"  # a resolver that answers AAAA with ::ffff:a.b.c.d
+HOSTS = f"127.0.0.1 {DUAL} {V4ONLY} {MAPPED}\n::1 {DUAL}\n::ffff:127.0.0.1 {MAPPED}\n"
 # sendmail retries a socket it cannot listen on 10 times, 5 s apart, then exits: wait past that.
 WINDOW = 62.0
 
@@ -67,6 +68,18 @@ CASES = {
         f"DAEMON_OPTIONS(`Port={{p}}, Name=MTA-v4, Family=inet, A={V4ONLY}, M=fh')dnl\n"
         f"DAEMON_OPTIONS(`Port={{p}}, Name=MTA-v6, Family=inet6, A={V4ONLY}, M=fh')dnl",
         0,
+    ),
+    "name-with-a-mapped-aaaa": Case(
+        f"DAEMON_OPTIONS(`Port={{p}}, Name=MTA-v4, Family=inet, A={MAPPED}, M=fh')dnl\n"
+        f"DAEMON_OPTIONS(`Port={{p}}, Name=MTA-v6, Family=inet6, A={MAPPED}, M=fh')dnl",
+        0,
+    ),
+    # A listen conflict (S6) first, a bind error (mapped, bindv6only=1) later in the file.
+    "listen-conflict-before-bind-error": Case(
+        "DAEMON_OPTIONS(`Port={p}, Name=MTA')dnl\n"
+        "DAEMON_OPTIONS(`Port={p}, Addr=127.0.0.1, Name=MTA-local')dnl\n"
+        "DAEMON_OPTIONS(`Port={q}, Addr=IPv6:::ffff:127.0.0.1, Name=MTA-v6, Family=inet6')dnl",
+        1,
     ),
     "client-name-with-a-only-for-inet6": Case(
         "DAEMON_OPTIONS(`Port={p}, Addr=127.0.0.1, Name=MTA')dnl\n"
