@@ -54,9 +54,11 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def policy_worker(port: int, users: list[str], deadline: float, lat: list[float]) -> int:
+async def policy_worker(
+    port: int, users: list[str], deadline: float, lat: list[float], index: int
+) -> int:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    rng = random.Random(port + len(lat))
+    rng = random.Random(port * 1000 + index)  # each connection its own users
     n = 0
     while time.perf_counter() < deadline:
         user = rng.choice(users)
@@ -76,9 +78,11 @@ async def policy_worker(port: int, users: list[str], deadline: float, lat: list[
     return n
 
 
-async def milter_worker(port: int, users: list[str], deadline: float, lat: list[float]) -> int:
+async def milter_worker(
+    port: int, users: list[str], deadline: float, lat: list[float], index: int
+) -> int:
     client = await MilterClient.connect("127.0.0.1", port)
-    rng = random.Random(port * 7 + len(lat))
+    rng = random.Random(port * 1000 + index)
     n = 0
     while time.perf_counter() < deadline:
         user = rng.choice(users)
@@ -105,7 +109,7 @@ async def drive(kind: str, port: int, conns: int, seconds: float) -> tuple[int, 
     lat: list[float] = []
     worker = policy_worker if kind == "policy" else milter_worker
     deadline = time.perf_counter() + seconds
-    counts = await asyncio.gather(*(worker(port, users, deadline, lat) for _ in range(conns)))
+    counts = await asyncio.gather(*(worker(port, users, deadline, lat, i) for i in range(conns)))
     return sum(counts), lat
 
 

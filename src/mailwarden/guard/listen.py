@@ -69,6 +69,11 @@ class Conversation(asyncio.Protocol):
         """The bytes to send for ``request`` (``b""``: no answer)."""
         raise NotImplementedError
 
+    def waits(self, request: Any) -> bool:
+        """False for a request whose answer never asks the store (answered at once even
+        with a store that waits)."""
+        return True
+
     # -- the machinery -----------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -84,22 +89,22 @@ class Conversation(asyncio.Protocol):
             if len(self.buf) > MAX_BACKLOG and self.transport is not None:
                 self.transport.pause_reading()
             return
+        out: list[bytes] = []
         try:
             requests = self.take()
-        except FrameError as exc:
-            self._broken(exc)
-            return
-        if not requests:
-            return
-        if self.immediate:
-            out = []
-            for request in requests:
+            for i, request in enumerate(requests):
                 if self.done:
                     break
+                if not self.immediate and self.waits(request):
+                    # from here on in order, in a task: the store has to be waited for
+                    self.task = asyncio.ensure_future(self._answer_in_order(requests[i:]))
+                    break
                 out.append(finish_now(self.answer(request)))
+        except FrameError as exc:
             self._send(out)
-        else:
-            self.task = asyncio.ensure_future(self._answer_in_order(requests))
+            self._broken(exc)
+            return
+        self._send(out)
 
     async def _answer_in_order(self, requests: list[Any]) -> None:
         try:
@@ -115,8 +120,11 @@ class Conversation(asyncio.Protocol):
             self._broken(exc)
         finally:
             self.task = None
-            if self.transport is not None and not self.done:
-                self.transport.resume_reading()
+            if self.transport is not None:
+                if self.done:
+                    self.transport.close()
+                else:
+                    self.transport.resume_reading()
 
     def _send(self, out: list[bytes]) -> None:
         if self.transport is None:
@@ -124,7 +132,7 @@ class Conversation(asyncio.Protocol):
         data = b"".join(out)
         if data:
             self.transport.write(data)
-        if self.done:
+        if self.done and self.task is None:
             self.transport.close()
 
     def _broken(self, exc: FrameError) -> None:

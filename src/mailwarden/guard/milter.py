@@ -243,6 +243,12 @@ class MilterConnection(Conversation):
         self.buf = buf[pos:] if pos else buf
         return packets
 
+    def waits(self, request: tuple[bytes, bytes]) -> bool:
+        cmd = request[0]
+        if cmd == C_RCPT:
+            return self.server.config.message_stage == "milter-only"
+        return cmd in (C_MAIL, C_EOB)
+
     async def answer(self, request: tuple[bytes, bytes]) -> bytes:
         cmd, data = request
         if cmd == C_QUIT:

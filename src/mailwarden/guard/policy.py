@@ -161,6 +161,9 @@ class PolicyConnection(Conversation):
             raise FrameError("request too large")
         return requests
 
+    def waits(self, request: dict[str, str]) -> bool:
+        return bool(request.get("sasl_username"))  # others are answered DUNNO at once
+
     async def answer(self, request: dict[str, str]) -> bytes:
         action = await self.server.respond(request, self.held)
         return f"action={action}\n\n".encode()
