@@ -454,9 +454,11 @@ class AutoconfigApp:
             await respond(send, 404, body, JSON, head=head)
             return
         public_host = self.site.server.public_host or f"autodiscover.{domain.name}"
-        await respond(
-            send, 200, autodiscover_json.render_v1(protocol, public_host), JSON, head=head
+        body = self.documents.get_or_make(
+            ("json-v1", protocol, public_host),
+            lambda: autodiscover_json.render_v1(protocol, public_host),
         )
+        await respond(send, 200, body, JSON, head=head)
 
     async def _healthz(self, scope: Scope, receive: Receive, send: Send) -> None:
         await respond(send, 200, b"ok\n")
