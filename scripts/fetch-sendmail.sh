@@ -15,6 +15,8 @@ if [[ ! -x "$binary" ]]; then
   # One apt at a time, also beside scripts/install-debian-packages.sh.
   exec 9>/tmp/mailwarden-apt.lock
   flock 9
+fi
+if [[ ! -x "$binary" ]]; then  # (again: another run may have unpacked it while we waited)
   rm -f "$cache"/sendmail-bin_*.deb
   download() { (cd "$cache" && apt-get download -qq -o APT::Sandbox::User=root sendmail-bin); }
   download 2>/dev/null || { apt-get update -qq && download; }
