@@ -283,8 +283,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> int:
         return 0
     print(
         f"CPU per request, median of {args.rounds} rounds x {args.requests} requests, "
-        f"{len(addresses)} users in rotation, uvicorn httptools protocol in-process"
-        + (", Prometheus multiprocess mode" if args.workers_mode else "")
+        + _conditions(args)
     )
     print(f"{'endpoint':<14} {'ours µs':>9} {'static µs':>10} {'ratio':>6}   min: ours static")
     for endpoint in ENDPOINTS:
@@ -306,6 +305,12 @@ async def run(args: argparse.Namespace, workdir: Path) -> int:
     ours_conn.close()
     static_conn.close()
     return 0
+
+
+def _conditions(args: argparse.Namespace) -> str:
+    return f"{args.users} users in rotation, uvicorn httptools protocol in-process" + (
+        ", Prometheus multiprocess mode" if args.workers_mode else ""
+    )
 
 
 def _callgrind(*command: str) -> None:
@@ -351,9 +356,7 @@ def instructions(args: argparse.Namespace) -> int:
                 counts[label.group(1).strip()] = int(total.group(1))
     empty = counts.get("empty", 0)
     print(
-        f"instructions per request (callgrind), {args.requests} requests each, "
-        f"{args.users} users in rotation, uvicorn httptools protocol in-process"
-        + (", Prometheus multiprocess mode" if args.workers_mode else "")
+        f"instructions per request (callgrind), {args.requests} requests each, " + _conditions(args)
     )
     print(f"{'endpoint':<14} {'ours':>9} {'static':>9} {'ratio':>6}")
     for endpoint in ENDPOINTS:
