@@ -12,6 +12,8 @@ request; a client that breaks the limits is disconnected.
 
 from __future__ import annotations
 
+from itertools import repeat
+
 from mailwarden.guard.detector import Action, Observation, Verdict
 from mailwarden.guard.engine import Engine
 from mailwarden.guard.listen import Conversation, FrameError
@@ -40,7 +42,8 @@ def parse_request(block: bytes) -> dict[str, str]:
         text = text.replace("\r\n", "\n")
     lines = [line for line in text.split("\n") if line]
     try:
-        request = dict(line.split("=", 1) for line in lines)  # C speed on the common path
+        # C speed on the common path: no Python frame per line
+        request = dict(map(str.split, lines, repeat("="), repeat(1)))
     except ValueError:
         request = {}
     if len(request) != len(lines) or "" in request or len(text) > MAX_LINE:
