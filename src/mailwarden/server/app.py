@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import gc
 import hashlib
 import ipaddress
 import logging
@@ -172,6 +173,10 @@ class AutoconfigApp:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                # Everything loaded so far (site, templates, libraries) lives as long as the
+                # worker: keep it out of the collector's full passes, which otherwise stop
+                # every request of the worker for ~30 ms once its caches have filled.
+                gc.freeze()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.directory.close()
