@@ -540,20 +540,22 @@ def test_metrics_count_across_two_workers(policy_server: str) -> None:
         _autoconfig(policy_server, "x@unknown-domain.example")  # 404, no lookup
         pox(policy_server, pox_request("named@dir.example"))
         httpx.get(f"{policy_server}/autodiscover/autodiscover.json?Email=a%40dir.example")
-    # Each worker writes its counts at most FLUSH_INTERVAL after a request: wait for that
-    # (a loaded machine may take longer), then every scrape must agree.
+    expected = {ok: 40, not_found: 5, pox_ok: 5, json_bad: 5, unknown: 20, lookups: 45}
+
+    def deltas() -> tuple[dict[str, float], dict[str, float]]:
+        after = scrape(policy_server)
+        return after, {name: after.get(name, 0) - before.get(name, 0) for name in expected}
+
+    # Each worker writes its counts at most FLUSH_INTERVAL after a request: wait until every
+    # count has arrived (a loaded machine may take longer), then every scrape must agree.
     deadline = time.monotonic() + 10
-    while scrape(policy_server).get(lookups, 0) - before.get(lookups, 0) < 45:
-        assert time.monotonic() < deadline, "the workers' counts never reached /metrics"
+    while (seen := deltas()[1]) != expected:
+        assert all(seen[name] <= expected[name] for name in expected), seen
+        assert time.monotonic() < deadline, f"the workers' counts never reached /metrics: {seen}"
         time.sleep(FLUSH_INTERVAL)
     for _ in range(6):
-        after = scrape(policy_server)
-        assert after.get(ok, 0) - before.get(ok, 0) == 40
-        assert after.get(not_found, 0) - before.get(not_found, 0) == 5
-        assert after.get(pox_ok, 0) - before.get(pox_ok, 0) == 5
-        assert after.get(json_bad, 0) - before.get(json_bad, 0) == 5
-        assert after.get(unknown, 0) - before.get(unknown, 0) == 20
-        assert after.get(lookups, 0) - before.get(lookups, 0) == 45
+        after, seen = deltas()
+        assert seen == expected
         assert after['mailwarden_directory_lookup_seconds_bucket{le="+Inf"}'] == after[lookups]
 
 
