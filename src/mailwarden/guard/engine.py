@@ -144,6 +144,11 @@ class Engine:
         self.metrics.hot.observe(front, verdict.action.value, time.perf_counter() - start)
         return verdict
 
+    def locked_at_once(self) -> bool:
+        """True when :meth:`locked` answers without waiting: a store that never waits, or
+        the Redis store while its local copy of the pool's locks is live."""
+        return self.store.immediate or bool(getattr(self.store, "locks_at_once", False))
+
     async def locked(self, user: str) -> str | None:
         """The lock reason of ``user`` or None; a store failure counts as not locked (fail
         open) or as a tempfail (fail closed, reported as a lock reason)."""

@@ -127,6 +127,9 @@ class MilterServer:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.config = engine.config
+        watch_locks = getattr(engine.store, "watch_locks", None)
+        if watch_locks is not None:
+            watch_locks()  # Redis: MAIL FROM answered from a local copy of the pool's locks
 
     async def on(self, s: Session, cmd: bytes, data: bytes) -> list[bytes]:
         """The reply packets for one command (empty for commands without a reply)."""
@@ -247,7 +250,9 @@ class MilterConnection(Conversation):
         cmd = request[0]
         if cmd == C_RCPT:
             return self.server.config.message_stage == "milter-only"
-        return cmd in (C_MAIL, C_EOB)
+        if cmd == C_MAIL:  # the lock check, from the local copy of the locks when live
+            return not self.server.engine.locked_at_once()
+        return cmd == C_EOB
 
     async def answer(self, request: tuple[bytes, bytes]) -> bytes:
         cmd, data = request

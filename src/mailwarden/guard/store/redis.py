@@ -10,16 +10,27 @@ everywhere else. Only an escalation (throttle,
 hold, lock: rare) costs a second call. Every key of a user carries the hash tag ``{user}``, so
 all of them land on one Redis Cluster slot and the script may touch them together.
 
+The milter's lock check at MAIL FROM needs no call at all while the :class:`LockWatch` of a
+running guard is live: every lock and unlock (from any guard or the CLI) is published on a
+channel, and each guard keeps the locked accounts of the whole pool in a local set, loaded in
+full whenever its subscription (re)starts. Until it is live again the check asks Redis.
+
 Timeouts are short (default 200 ms): a slow Redis must never stall smtpd. Errors become
 :class:`StoreError` and the engine fails open or closed as configured.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import logging
+import time
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from mailwarden.guard.detector import (
@@ -290,6 +301,137 @@ def _reason(raw: str) -> str:
 
 LOCK_INDEX = f"{PREFIX}:locked"
 HOLDS = f"{PREFIX}:holds"
+LOCK_CHANNEL = f"{PREFIX}:lock-events"
+"""Where every lock and unlock is published (pub/sub is not per database: the channel name
+gets the database number appended)."""
+
+log = logging.getLogger("mailwarden.guard")
+
+
+def _db_of(url: str) -> int:
+    tail = url.rsplit("/", 1)[-1].split("?", 1)[0] if url.count("/") >= 3 else ""
+    return int(tail) if tail.isdigit() else 0
+
+
+class LockWatch:
+    """The locked accounts of the pool, kept current over pub/sub.
+
+    :attr:`live` is true only while the subscription is known to work: set after the
+    subscription is confirmed *and* the full set was loaded after it (so no lock can fall
+    between the load and the first event), cleared on any error, on a missed keep-alive
+    answer and when the connection is re-established behind our back. A cached lock carries
+    its expiry (``lock_ttl_hours``), so a lock that runs out in Redis runs out here too.
+    """
+
+    PING_EVERY = 1.0
+    DEAD_AFTER = 3.0
+    """Seconds without any answer (an event or the keep-alive's pong) after which the
+    subscription counts as dead and MAIL FROM asks Redis again."""
+    RETRY_EVERY = 0.5
+
+    def __init__(self, store: RedisStore, url: str, timeout: float) -> None:
+        self.store = store
+        self.channel = f"{LOCK_CHANNEL}:{_db_of(url)}"
+        self.live = False
+        self.locked: dict[str, tuple[str, float]] = {}
+        """user → (reason, monotonic expiry; inf when the lock does not expire)"""
+        # no retries: a reconnect must go through :meth:`_run`, which reloads the set
+        self._client = aioredis.from_url(
+            url,
+            decode_responses=True,
+            socket_connect_timeout=max(timeout, 1.0),
+            socket_timeout=None,
+            retry=Retry(NoBackoff(), 0),
+            health_check_interval=0,
+        )
+        self._task: asyncio.Task[None] | None = None
+        self.generation = 0
+        """How many times the set was (re)loaded: tests wait on it."""
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._run())
+
+    def reason(self, user: str) -> str | None:
+        entry = self.locked.get(user)
+        if entry is None:
+            return None
+        if entry[1] <= time.monotonic():
+            del self.locked[user]
+            return None
+        return entry[0]
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._follow()
+            except asyncio.CancelledError:
+                self.live = False
+                raise
+            except Exception as exc:  # whatever it was: fall back to asking Redis
+                if self.live or self.generation == 0:
+                    log.warning(
+                        json.dumps(
+                            {
+                                "event": "lock-watch-down",
+                                "error": f"{type(exc).__name__}: {exc}",
+                                "fallback": "MAIL FROM asks Redis",
+                            }
+                        )
+                    )
+            self.live = False
+            self.locked.clear()
+            await asyncio.sleep(self.RETRY_EVERY)
+
+    async def _follow(self) -> None:
+        pubsub = self._client.pubsub()
+        try:
+            await pubsub.subscribe(self.channel)
+            confirmed = await pubsub.get_message(timeout=self.DEAD_AFTER)
+            if confirmed is None or confirmed["type"] != "subscribe":
+                raise RedisError("no subscription confirmation")
+            self.locked = await self.store.load_locks()
+            self.generation += 1
+            self.live = True
+            log.info(json.dumps({"event": "lock-watch-live", "locked": len(self.locked)}))
+            heard = pinged = time.monotonic()
+            while True:
+                message = await pubsub.get_message(timeout=self.PING_EVERY)
+                now = time.monotonic()
+                if message is not None:
+                    heard = now
+                    kind = message["type"]
+                    if kind == "message":
+                        self._apply(str(message["data"]))
+                    elif kind == "subscribe":  # the connection was re-made: events lost
+                        raise RedisError("resubscribed")
+                if now - heard > self.DEAD_AFTER:
+                    raise RedisError(f"no answer for {self.DEAD_AFTER} s")
+                if now - pinged >= self.PING_EVERY:
+                    pinged = now
+                    await pubsub.ping()
+        finally:
+            self.live = False
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    def _apply(self, raw: str) -> None:
+        data = json.loads(raw)
+        user = str(data["user"])
+        if data.get("lock") is None:
+            self.locked.pop(user, None)
+            return
+        ttl = float(data.get("ttl") or 0)
+        until = time.monotonic() + ttl if ttl > 0 else float("inf")
+        self.locked[user] = (_reason(str(data["lock"])), until)
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        self.live = False
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._client.aclose()
 
 
 class RedisStore:
@@ -309,6 +451,17 @@ class RedisStore:
         )
         self._record = ScriptConnection(url, RECORD_LUA, timeout)
         self._flag = self._r.register_script(FLAG_LUA)
+        self.watch = LockWatch(self, url, timeout)
+        """Started by :meth:`watch_locks` (a serving guard); the CLI does without."""
+
+    def watch_locks(self) -> None:
+        """Keep a local copy of the pool's locks from now on (see :class:`LockWatch`)."""
+        self.watch.start()
+
+    @property
+    def locks_at_once(self) -> bool:
+        """True while :meth:`locked` answers from the local set, without a round trip."""
+        return self.watch.live
 
     def _fail(self, exc: Exception) -> StoreError:
         return StoreError(f"redis {self._safe_url()}: {type(exc).__name__}: {exc}")
@@ -388,7 +541,9 @@ class RedisStore:
         return verdict
 
     async def locked(self, user: str) -> str | None:
-        # on the milter's MAIL FROM path: the pipelined connection, not redis-py
+        if self.watch.live:  # answered from the local set: no await, no round trip
+            return self.watch.reason(user)
+        # otherwise on the pipelined connection, not redis-py
         try:
             raw = await self._record.call("GET", _keys(user)[1])
         except RespError as exc:
@@ -397,18 +552,26 @@ class RedisStore:
 
     async def lock(self, user: str, reason: str, now: float, by: str = "guard") -> None:
         value = json.dumps({"reason": reason, "since": now, "by": by})
+        ttl = int(self.lock_ttl) if self.lock_ttl >= 1 else None
+        event = json.dumps({"user": user, "lock": value, "ttl": ttl or 0})
         try:
-            ttl = int(self.lock_ttl) if self.lock_ttl >= 1 else None
-            await self._r.set(_keys(user)[1], value, ex=ttl)
-            await self._r.sadd(LOCK_INDEX, user)
+            async with self._r.pipeline(transaction=False) as pipe:  # in order; Cluster-safe
+                pipe.set(_keys(user)[1], value, ex=ttl)
+                pipe.sadd(LOCK_INDEX, user)
+                pipe.publish(self.watch.channel, event)
+                await pipe.execute()
         except RedisError as exc:
             raise self._fail(exc) from None
 
     async def unlock(self, user: str) -> bool:
         keys = _keys(user)
+        event = json.dumps({"user": user, "lock": None})
         try:
-            found = bool(await self._r.delete(keys[1]))
-            await self._r.srem(LOCK_INDEX, user)
+            async with self._r.pipeline(transaction=False) as pipe:
+                pipe.delete(keys[1])
+                pipe.srem(LOCK_INDEX, user)
+                pipe.publish(self.watch.channel, event)
+                found = bool((await pipe.execute())[0])
             # forget the activity that led to the lock; keep baseline and networks
             await self._r.delete(keys[2], keys[3], keys[4], keys[5])
             scalars = await self._r.hgetall(keys[0])
@@ -434,6 +597,21 @@ class RedisStore:
         except RedisError as exc:
             raise self._fail(exc) from None
         return sorted(out, key=lambda lock: lock.since)
+
+    async def load_locks(self) -> dict[str, tuple[str, float]]:
+        """Every current lock: user → (reason, monotonic expiry), for :class:`LockWatch`."""
+        users = [str(u) for u in await self._r.smembers(LOCK_INDEX)]
+        async with self._r.pipeline(transaction=False) as pipe:
+            for user in users:
+                pipe.get(_keys(user)[1])
+                pipe.pttl(_keys(user)[1])
+            replies = await pipe.execute()
+        now, out = time.monotonic(), {}
+        for user, raw, pttl in zip(users, replies[0::2], replies[1::2], strict=True):
+            if raw is not None:
+                until = now + int(pttl) / 1000 if int(pttl) > 0 else float("inf")
+                out[user] = (_reason(str(raw)), until)
+        return out
 
     async def add_hold(self, hold: HoldInfo) -> None:
         value = json.dumps(
@@ -513,5 +691,6 @@ class RedisStore:
             raise self._fail(exc) from None
 
     async def close(self) -> None:
+        await self.watch.close()
         await self._record.close()
         await self._r.aclose()
