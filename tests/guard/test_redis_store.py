@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import random
+import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from mailwarden.guard.config import GuardConfig
-from mailwarden.guard.detector import Action, Detector, Observation
+from mailwarden.guard.detector import MAX_FINGERPRINTS, Action, Detector, Observation
 from mailwarden.guard.engine import Engine
 from mailwarden.guard.store.memory import MemoryStore
 from mailwarden.guard.store.redis import RedisStore
@@ -148,6 +150,42 @@ def test_redis_counts_accepted_recipients_like_memory(redis_server: RedisServer)
     assert mem == red
 
 
+def test_redis_forgets_the_oldest_subject_fingerprint_like_memory(
+    redis_server: RedisServer,
+) -> None:
+    """More distinct subjects than either store keeps: both forget the one seen longest ago,
+    so a subject that comes back after many others starts counting afresh in both."""
+    detector = Detector(GuardConfig.model_validate({}), LOCAL)
+    seq = [
+        Observation("sam", T0 + i * 120.0, (f"x{i}@example.edu",), True, 1, "", f"s{i}")
+        for i in range(MAX_FINGERPRINTS + 16)
+    ]
+    t = seq[-1].now
+    seq += [  # s0 was forgotten; s40 was not
+        Observation(
+            "sam", t + 10 + i, (f"y{i}@example.edu",), True, 1, "", "s0" if i % 2 else "s40"
+        )
+        for i in range(40)
+    ]
+
+    async def run() -> tuple[list[tuple[str, float]], list[tuple[str, float]], int]:
+        memory, shared = MemoryStore(), RedisStore(redis_server.url, timeout=2.0)
+        await shared._r.flushdb()
+        a, b = [], []
+        for obs in seq:
+            va, vb = await memory.decide(obs, detector), await shared.decide(obs, detector)
+            a.append((va.action.value, round(va.score, 2)))
+            b.append((vb.action.value, round(vb.score, 2)))
+        kept = int(await shared._r.hlen("mwg:{sam}:subj"))
+        await shared.close()
+        return a, b, kept
+
+    mem, red, kept = asyncio.run(run())
+    assert kept <= MAX_FINGERPRINTS
+    assert any(score > 0 for _, score in mem[-40:])  # the repeated subjects were noticed
+    assert mem == red
+
+
 def test_two_engines_share_counters_and_locks(redis_server: RedisServer) -> None:
     config = GuardConfig.model_validate({})
     detector = Detector(config, LOCAL)
@@ -233,3 +271,34 @@ def test_pipelined_script_connection_selects_the_database_and_loads_the_script(
         await broken.close()
 
     asyncio.run(run())
+
+
+def test_pipelined_script_connection_times_out_on_a_frozen_redis_and_recovers(
+    tmp_path: Path,
+) -> None:
+    """A Redis that stops answering (SIGSTOP) fails every pending call after the timeout,
+    not later; once it answers again the next call reconnects."""
+    from mailwarden.guard.store.resp import RespError, ScriptConnection
+
+    with running_redis(tmp_path / "r") as server:
+        proc = server.proc
+        assert proc is not None
+
+        async def run() -> None:
+            conn = ScriptConnection(server.url, "return ARGV[1]", timeout=0.3)
+            assert await conn.evalsha(["k"], ["one"]) == "one"
+            proc.send_signal(signal.SIGSTOP)
+            try:
+                started = time.monotonic()
+                calls = [conn.evalsha(["k"], [str(i)]) for i in range(5)]
+                results = await asyncio.gather(*calls, return_exceptions=True)
+                waited = time.monotonic() - started
+            finally:
+                proc.send_signal(signal.SIGCONT)
+            assert all(isinstance(r, RespError) for r in results), results
+            assert "no answer" in str(results[0])
+            assert 0.25 < waited < 1.5
+            assert await conn.evalsha(["k"], ["two"]) == "two"
+            await conn.close()
+
+        asyncio.run(run())

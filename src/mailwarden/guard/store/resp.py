@@ -2,16 +2,17 @@
 
 redis-py is used for everything else; for the one call per decision its per-command overhead
 (connection pool, locks, command building) costs more CPU than the decision itself. Here many
-coroutines share one connection: each request is written at once and its future queued; one
-reader task parses replies with hiredis (a pinned dependency) and resolves the futures in
-order. Any error or timeout closes the connection and fails every pending call, so the engine
-can fail open; the next call reconnects.
+coroutines share one connection: each request is written at once and its future queued. The
+connection is an :class:`asyncio.Protocol`: the bytes Redis sends are fed to hiredis (a
+pinned dependency) right in ``data_received`` and each reply resolves the oldest future, so
+an answer reaches its decision without a reader task, a stream or ``wait_for`` in between.
+Each request carries a timer; when it fires, or on any error, the connection is closed and
+every pending call fails, so the engine can fail open. The next call reconnects.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 from collections import deque
 from typing import Any
@@ -33,6 +34,31 @@ def encode(*parts: object) -> bytes:
     return b"".join(out)
 
 
+class _Replies(asyncio.Protocol):
+    """The connection's receiving side: replies resolve the pending futures in order."""
+
+    def __init__(self, owner: ScriptConnection) -> None:
+        self.owner = owner
+        self.parser = hiredis.Reader(encoding="utf-8", errors="replace")
+
+    def data_received(self, data: bytes) -> None:
+        self.parser.feed(data)
+        pending = self.owner._pending
+        try:
+            while (reply := self.parser.gets()) is not False:
+                if not pending:
+                    raise RespError("a reply nobody asked for")
+                fut, timer = pending.popleft()
+                timer.cancel()
+                if not fut.done():
+                    fut.set_result(reply)
+        except (RespError, hiredis.ProtocolError) as exc:
+            self.owner._fail(exc if isinstance(exc, RespError) else RespError(str(exc)), self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.owner._fail(RespError(f"connection lost: {exc or 'closed by Redis'}"), self)
+
+
 class ScriptConnection:
     def __init__(self, url: str, script: str, timeout: float) -> None:
         parts = urlsplit(url)
@@ -44,25 +70,27 @@ class ScriptConnection:
         self.script = script
         self.sha = hashlib.sha1(script.encode(), usedforsecurity=False).hexdigest()
         self.timeout = timeout
-        self._writer: asyncio.StreamWriter | None = None
-        self._pending: deque[asyncio.Future[Any]] = deque()
-        self._reader_task: asyncio.Task[None] | None = None
+        self._transport: asyncio.Transport | None = None
+        self._protocol: _Replies | None = None
+        self._pending: deque[tuple[asyncio.Future[Any], asyncio.TimerHandle]] = deque()
         self._connecting: asyncio.Lock | None = None
 
-    async def _connect(self) -> asyncio.StreamWriter:
+    async def _connect(self) -> None:
         if self._connecting is None:
             self._connecting = asyncio.Lock()
         async with self._connecting:
-            if self._writer is not None:
-                return self._writer
+            if self._transport is not None:
+                return
+            loop = asyncio.get_running_loop()
             try:
-                reader, writer = await asyncio.wait_for(
-                    asyncio.open_connection(self.host, self.port), self.timeout
+                transport, protocol = await asyncio.wait_for(
+                    loop.create_connection(lambda: _Replies(self), self.host, self.port),
+                    self.timeout,
                 )
             except (OSError, TimeoutError) as exc:
                 raise RespError(f"cannot connect to {self.host}:{self.port}: {exc}") from None
-            self._writer = writer
-            self._reader_task = asyncio.ensure_future(self._read(reader))
+            self._transport = transport
+            self._protocol = protocol
             setup = []
             if self.password is not None:
                 auth = (self.username, self.password) if self.username else (self.password,)
@@ -71,60 +99,46 @@ class ScriptConnection:
                 setup.append(self._send(encode("SELECT", self.db)))
             for fut in setup:
                 await self._wait(fut)
-            return writer
 
     def _send(self, data: bytes) -> asyncio.Future[Any]:
-        assert self._writer is not None
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending.append(fut)
-        self._writer.write(data)
+        transport = self._transport
+        if transport is None:
+            raise RespError(f"not connected to {self.host}:{self.port}")
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        timer = loop.call_later(self.timeout, self._expire, fut)
+        self._pending.append((fut, timer))
+        transport.write(data)
         return fut
 
-    async def _wait(self, fut: asyncio.Future[Any]) -> Any:
-        try:
-            result = await asyncio.wait_for(asyncio.shield(fut), self.timeout)
-        except TimeoutError:
+    def _expire(self, fut: asyncio.Future[Any]) -> None:
+        if not fut.done():
             self._fail(RespError(f"no answer from {self.host}:{self.port} in {self.timeout} s"))
-            raise RespError(f"no answer from {self.host}:{self.port} in {self.timeout} s") from None
+
+    async def _wait(self, fut: asyncio.Future[Any]) -> Any:
+        result = await fut
         if isinstance(result, hiredis.ReplyError):
             raise RespError(str(result))
         return result
 
-    async def _read(self, reader: asyncio.StreamReader) -> None:
-        parser = hiredis.Reader(encoding="utf-8", errors="replace")
-        try:
-            while True:
-                data = await reader.read(65536)
-                if not data:
-                    raise RespError("connection closed by Redis")
-                parser.feed(data)
-                while (reply := parser.gets()) is not False:
-                    if self._pending:
-                        fut = self._pending.popleft()
-                        if not fut.done():
-                            fut.set_result(reply)
-        except (OSError, RespError, hiredis.ProtocolError) as exc:
-            self._fail(exc if isinstance(exc, RespError) else RespError(str(exc)))
-        except asyncio.CancelledError:
-            self._fail(RespError("connection closed"))
-            raise
-
-    def _fail(self, exc: RespError) -> None:
-        writer, self._writer = self._writer, None
-        if writer is not None:
-            writer.close()
-        task, self._reader_task = self._reader_task, None
-        if task is not None and task is not asyncio.current_task():
-            task.cancel()
-        while self._pending:
-            fut = self._pending.popleft()
+    def _fail(self, exc: RespError, protocol: _Replies | None = None) -> None:
+        """Close the connection (if ``protocol`` is still the current one) and fail every
+        pending call with ``exc``."""
+        if protocol is not None and protocol is not self._protocol:
+            return  # an old connection's late news
+        transport, self._transport, self._protocol = self._transport, None, None
+        pending, self._pending = self._pending, deque()
+        if transport is not None:
+            transport.abort()
+        for fut, timer in pending:
+            timer.cancel()
             if not fut.done():
                 fut.set_exception(exc)
                 fut.exception()  # retrieved: no "never retrieved" warnings for abandoned calls
 
     async def evalsha(self, keys: list[str], args: list[object]) -> Any:
         """Run the script (loading it on NOSCRIPT) and return its reply."""
-        if self._writer is None:
+        if self._transport is None:
             await self._connect()
         command = encode("EVALSHA", self.sha, len(keys), *keys, *args)
         try:
@@ -136,11 +150,9 @@ class ScriptConnection:
 
     async def call(self, *parts: object) -> Any:
         """Any other command on the same pipelined connection (e.g. the lock check)."""
-        if self._writer is None:
+        if self._transport is None:
             await self._connect()
         return await self._wait(self._send(encode(*parts)))
 
     async def close(self) -> None:
         self._fail(RespError("closed"))
-        with contextlib.suppress(Exception):
-            await asyncio.sleep(0)
