@@ -342,3 +342,41 @@ def test_wrong_family_literal_or_unknown_name_is_fatal_s3(
     )
     assert status == 2
     assert codes(report) == [("S3", "fatal", "daemon X")]
+
+
+# --- S8: one name for two daemons ----------------------------------------------------------
+
+
+def test_two_daemons_with_one_name_is_an_s8_note_with_a_new_name(
+    tmp_path: Path, form: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    body = (
+        "DAEMON_OPTIONS(`Port=smtp, Name=MTA, Family=inet')dnl\n"
+        "DAEMON_OPTIONS(`Port=smtp, Name=MTA, Family=inet6')dnl\n"
+        "DAEMON_OPTIONS(`Port=587, Name=MSA, M=Ea')dnl\n"
+        "DAEMON_OPTIONS(`Port=2525, Name=msa, Addr=127.0.0.1')dnl"
+    )
+    path = config(tmp_path, form, body, msa=False)
+    status, report = lint("sendmail", str(path), "--bindv6only", "1", capsys=capsys)
+    assert status == 0  # only notes: sendmail starts and serves all four
+    assert codes(report) == [("S8", "info", "daemon MTA"), ("S8", "info", "daemon msa")]
+    first, second = report["findings"]
+    assert first["line"] == line_of(path, "Name=MTA, Family=inet6")
+    assert "Name=MTA-v6" in first["fix"]
+    assert "Family=inet6" in first["fix"]
+    assert second["line"] == line_of(path, "Name=msa")
+    assert "Name=msa-2" in second["fix"]
+    assert all(outcome(report, name) == "binds" for name in ("MSA", "msa"))
+
+
+def test_distinct_names_and_unnamed_daemons_are_not_s8(
+    tmp_path: Path, form: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    body = (
+        "DAEMON_OPTIONS(`Port=smtp, Family=inet')dnl\n"
+        "DAEMON_OPTIONS(`Port=587, M=Ea')dnl\n"
+        "DAEMON_OPTIONS(`Port=smtp, Name=MTA-v6, Family=inet6')dnl"
+    )
+    path = config(tmp_path, form, body, msa=False)
+    status, report = lint("sendmail", str(path), "--bindv6only", "1", capsys=capsys)
+    assert (status, codes(report)) == (0, [])

@@ -31,7 +31,7 @@ client and listener the outcome at start-up is predicted (binds ADDR:PORT, fatal
 MTA exits after ~50 s or at once, silently disabled, IPv4 refused), then each problem is
 explained with the corrected line(s) ready to paste. Codes (S1…, P1…) are explained in docs/lint.md.
 
-Exit status: 0 clean, 1 warnings, 2 at least one fatal finding (or unusable input).
+Exit status: 0 clean (or only notes), 1 warnings, 2 at least one fatal finding (or unusable input).
 
 Examples:
   mailwarden lint sendmail /etc/mail/sendmail.mc

@@ -82,13 +82,13 @@ def render_text(report: LintReport, console: Console) -> None:
         _finding(console, finding)
     counts = {
         s: sum(1 for f in report.findings if f.severity is s)
-        for s in (Severity.FATAL, Severity.WARNING)
+        for s in (Severity.FATAL, Severity.WARNING, Severity.INFO)
     }
     if not report.findings:
         console.print("[green]✓ no findings[/]")
     else:
         console.print(
             f"[bold red]{counts[Severity.FATAL]} fatal[/], "
-            f"[yellow]{counts[Severity.WARNING]} warning(s)[/] — exit status "
-            f"{report.exit_status}"
+            f"[yellow]{counts[Severity.WARNING]} warning(s)[/], "
+            f"[cyan]{counts[Severity.INFO]} note(s)[/] — exit status {report.exit_status}"
         )

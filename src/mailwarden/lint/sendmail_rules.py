@@ -1,4 +1,4 @@
-"""The sendmail dual-stack rules: from port options to predictions and findings (S1…S7).
+"""The sendmail dual-stack rules: from port options to predictions and findings (S1…S8).
 
 What sendmail 8.17 on Linux does, which the rules encode:
 
@@ -405,6 +405,7 @@ def check_sendmail(
         findings.extend(
             _s4(item, items, resolver) for item in daemons if "b" in item.options.modifiers
         )
+    findings.extend(_same_names(config.daemons))
     for item in items:
         if item.options.kind is PortKind.CLIENT:
             predictions.append(_client_prediction(item, findings, resolver))
@@ -425,6 +426,38 @@ def check_sendmail(
     predictions.insert(0, _mta_prediction(config, predictions))
     findings.sort(key=lambda f: (f.line == 0, f.line, -f.severity.rank, f.code))
     return LintReport("sendmail", config.file, tuple(predictions), tuple(findings))
+
+
+def _same_names(daemons: tuple[PortOptions, ...]) -> list[Finding]:
+    """S8: a daemon named like an earlier one. sendmail accepts it, but its log lines, the
+    ``{daemon_name}`` macro (rulesets, milters) and this report can no longer tell them apart."""
+    findings: list[Finding] = []
+    seen: dict[str, PortOptions] = {}
+    taken = {d.name.casefold() for d in daemons}
+    for options in daemons:
+        if not options.get("Name"):
+            continue
+        first = seen.setdefault(options.name.casefold(), options)
+        if first is options:
+            continue
+        suffix = "v6" if options.family is Family.INET6 and first.family is Family.INET else "2"
+        new, n = f"{options.name}-{suffix}", 2
+        while new.casefold() in taken:
+            n += 1
+            new = f"{options.name}-{n}"
+        taken.add(new.casefold())
+        findings.append(
+            _finding(
+                Severity.INFO,
+                "S8",
+                options,
+                f"the daemon at {_where(options)} has the name {options.name!r} of the daemon at "
+                f"{_where(first)}: sendmail accepts this, but its log lines and the "
+                "{daemon_name} macro (seen by rulesets and milters) cannot tell the two apart.",
+                options.with_value("Name", new).text(),
+            )
+        )
+    return findings
 
 
 def _prediction(item: _Resolved, outcome: Outcome, detail: str) -> Prediction:
