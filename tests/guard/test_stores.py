@@ -10,7 +10,7 @@ import pytest
 
 from mailwarden.guard.config import GuardConfig
 from mailwarden.guard.detector import Action, Detector, Observation
-from mailwarden.guard.store.base import HoldInfo
+from mailwarden.guard.store.base import IDLE_DAYS, HoldInfo
 from mailwarden.guard.store.memory import MemoryStore
 from mailwarden.guard.store.sqlite import SqliteStore
 
@@ -96,3 +96,38 @@ def test_sqlite_adds_the_hour_profile_to_an_older_database(tmp_path: Path) -> No
     assert store.users["ann"].hour_profile == [0.0] * 24
     assert store.users["ann"].profile_since == -1
     asyncio.run(store.close())
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_users_idle_for_the_period_are_forgotten_unless_locked(tmp_path: Path, kind: str) -> None:
+    """As Redis lets a user's keys expire after IDLE_DAYS without mail, memory and SQLite
+    forget the user in their sweep; a locked user is kept, and so is everything recent."""
+
+    def open_store() -> MemoryStore:
+        return MemoryStore() if kind == "memory" else SqliteStore(tmp_path / "guard.sqlite")
+
+    store = open_store()
+    day = 86400.0
+
+    async def mail(user: str, when: float) -> None:
+        await store.decide(Observation(user, when, ("a@example.edu",), True, 1), DETECTOR)
+
+    async def run() -> None:
+        for i, user in enumerate(["old", "older", "kept", "recent"]):
+            await mail(user, T0 + i * 60)
+        await mail("kept", T0 + 5 * day)  # mail again later: now the most recently active
+        await store.lock("older", "by hand", T0, by="admin")
+        await mail("recent", T0 + 20 * day)
+
+    asyncio.run(run())
+    assert store.forget_idle(T0 + IDLE_DAYS * day - 3600) == []  # nobody idle that long yet
+    assert store.forget_idle(T0 + (IDLE_DAYS + 1) * day) == ["old"]
+    assert set(store.users) == {"older", "kept", "recent"}
+    assert store.forget_idle(T0 + (IDLE_DAYS + 5) * day + 7200) == ["kept"]
+    assert store.forget_idle(T0 + (IDLE_DAYS + 5) * day + 7200) == []
+    assert asyncio.run(store.locked("older")) == "by hand"
+    if isinstance(store, SqliteStore):
+        asyncio.run(store.close())
+        reopened = SqliteStore(tmp_path / "guard.sqlite")
+        assert set(reopened.users) == {"older", "recent"}  # the forgotten rows are gone too
+        asyncio.run(reopened.close())

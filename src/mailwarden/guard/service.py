@@ -52,6 +52,24 @@ def build_engine(site: Site, config: GuardConfig, base_dir: Path, name: str = "g
     return Engine(config, store, Detector(config, local_domains(site, config)), name=name)
 
 
+def housekeeping(engine: Engine) -> None:
+    """Once a minute: forget accounts idle for IDLE_DAYS (memory, SQLite; Redis expires
+    them by itself) and save what the store learned (SQLite)."""
+    forget_idle = getattr(engine.store, "forget_idle", None)
+    if forget_idle is not None:
+        try:
+            gone = forget_idle(engine.clock())
+        except Exception as exc:  # never let housekeeping stop the server
+            log.error(json.dumps({"event": "forget-idle-failed", "error": str(exc)}))
+        else:
+            if gone:
+                log.info(json.dumps({"event": "forgot-idle-users", "count": len(gone)}))
+    checkpoint = getattr(engine.store, "checkpoint", None)
+    if checkpoint is not None:
+        with contextlib.suppress(Exception):
+            checkpoint()
+
+
 async def serve(
     engine: Engine, *, policy: str, milter: str, ready: asyncio.Event | None = None
 ) -> None:
@@ -79,10 +97,7 @@ async def serve(
     try:
         while True:
             await asyncio.sleep(CHECKPOINT_SECONDS)
-            checkpoint = getattr(engine.store, "checkpoint", None)
-            if checkpoint is not None:
-                with contextlib.suppress(Exception):
-                    checkpoint()
+            housekeeping(engine)
     finally:
         for server in servers:
             server.close()

@@ -10,6 +10,10 @@ from mailwarden.guard.detector import Detector, Observation, Verdict
 
 MAX_HISTORY = 200
 """Events kept per user; older ones are dropped (the structured log keeps everything)."""
+IDLE_DAYS = 30
+"""What the guard learned of an account (baseline, networks, windows) is forgotten after this
+many days without mail, unless it is locked: Redis lets the keys expire, memory and SQLite
+drop the user in their periodic sweep. A returning user starts as a new one."""
 
 
 class StoreError(MailwardenError):

@@ -7,10 +7,10 @@ runs one decision at a time, so per-user updates are atomic without locks.
 from __future__ import annotations
 
 import time
-from collections import deque
+from collections import OrderedDict, deque
 
 from mailwarden.guard.detector import Detector, Observation, UserState, Verdict, forgive
-from mailwarden.guard.store.base import MAX_HISTORY, Event, HoldInfo, LockInfo
+from mailwarden.guard.store.base import IDLE_DAYS, MAX_HISTORY, Event, HoldInfo, LockInfo
 
 
 class MemoryStore:
@@ -20,7 +20,9 @@ class MemoryStore:
     def __init__(self, lock_ttl: float = 0.0) -> None:
         self.lock_ttl = lock_ttl
         """Seconds after which a lock expires by itself (0: never)."""
-        self.users: dict[str, UserState] = {}
+        self.users: OrderedDict[str, UserState] = OrderedDict()
+        """Least recently active first (each decision moves its user to the end), so the idle
+        sweep (:meth:`forget_idle`) only looks at users it forgets."""
         self._locks: dict[str, LockInfo] = {}
         self._holds: dict[str, HoldInfo] = {}
         self._history: dict[str, deque[Event]] = {}
@@ -50,6 +52,7 @@ class MemoryStore:
     def decide_now(self, obs: Observation, detector: Detector) -> Verdict:
         self._expire(obs.user, obs.now)
         state = self.state(obs.user)
+        self.users.move_to_end(obs.user)
         verdict = detector.observe(state, obs)
         if state.locked is not None and obs.user not in self._locks:
             self._set_lock(LockInfo(obs.user, state.locked, obs.now))
@@ -95,6 +98,23 @@ class MemoryStore:
 
     async def history(self, user: str, limit: int = 50) -> list[Event]:
         return list(self._history.get(user, ()))[-limit:]
+
+    def forget_idle(self, now: float) -> list[str]:
+        """Forget the users without mail for :data:`IDLE_DAYS` (locked ones are kept); return
+        who was forgotten."""
+        cutoff = now - IDLE_DAYS * 86400.0
+        gone: list[str] = []
+        users = self.users
+        for _ in range(len(users)):
+            user, state = next(iter(users.items()))
+            if state.hour_index >= 0 and state.hour_index * 3600.0 >= cutoff:
+                break  # the least recently active user left was active within the period
+            if state.locked is not None or user in self._locks:
+                users.move_to_end(user)
+                continue
+            del users[user]
+            gone.append(user)
+        return gone
 
     async def ping(self) -> None:
         return None

@@ -48,7 +48,14 @@ from mailwarden.guard.detector import (
     is_internal,
     refused_by,
 )
-from mailwarden.guard.store.base import MAX_HISTORY, Event, HoldInfo, LockInfo, StoreError
+from mailwarden.guard.store.base import (
+    IDLE_DAYS,
+    MAX_HISTORY,
+    Event,
+    HoldInfo,
+    LockInfo,
+    StoreError,
+)
 from mailwarden.guard.store.resp import RespError, ScriptConnection
 from mailwarden.guard.window import SPANS
 
@@ -145,7 +152,7 @@ end
 RECORD_LUA = (
     _HELPERS
     + f"local RCPT_HISTORY, RCPT_ALPHA = {RCPT_HISTORY}, {RCPT_ALPHA}\n"
-    + f"local MAX_FINGERPRINTS = {MAX_FINGERPRINTS}\n"
+    + f"local MAX_FINGERPRINTS, IDLE_SECONDS = {MAX_FINGERPRINTS}, {IDLE_DAYS * 86400}\n"
     + """
 local h = KEYS[1]
 local why = redis.call('GET', KEYS[2])
@@ -291,7 +298,7 @@ local reply = {
 }
 redis.call('HSET', h, 'peak', tostring(peak), 'hidx', hidx, 'hext', hext,
   'w', cmsgpack.pack(w), unpack(out))
-redis.call('EXPIRE', h, 86400 * 30)
+redis.call('EXPIRE', h, IDLE_SECONDS)
 return reply
 """
 )

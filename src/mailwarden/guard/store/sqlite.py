@@ -78,7 +78,8 @@ class SqliteStore(MemoryStore):
         try:
             rows = self._db.execute(
                 "SELECT user, baseline_hour, hour_index, hour_ext, flagged_until, networks, "
-                "rcpt_avg, rcpt_seen, hour_profile, profile_since FROM baselines"
+                "rcpt_avg, rcpt_seen, hour_profile, profile_since FROM baselines "
+                "ORDER BY hour_index"
             ).fetchall()
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: cannot read baselines: {exc}") from None
@@ -242,6 +243,18 @@ class SqliteStore(MemoryStore):
             raise StoreError(f"{self.path}: cannot save baselines: {exc}") from None
         self._dirty.clear()
         return len(rows)
+
+    def forget_idle(self, now: float) -> list[str]:
+        gone = super().forget_idle(now)
+        if gone:
+            self._dirty.difference_update(gone)
+            try:
+                self._db.execute("BEGIN")
+                self._db.executemany("DELETE FROM baselines WHERE user = ?", [(u,) for u in gone])
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise StoreError(f"{self.path}: cannot forget idle users: {exc}") from None
+        return gone
 
     async def close(self) -> None:
         try:
