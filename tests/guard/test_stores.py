@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import sqlite3
 from pathlib import Path
 
@@ -10,6 +11,8 @@ import pytest
 
 from mailwarden.guard.config import GuardConfig
 from mailwarden.guard.detector import Action, Detector, Observation
+from mailwarden.guard.engine import Engine
+from mailwarden.guard.service import housekeeping
 from mailwarden.guard.store.base import IDLE_DAYS, HoldInfo
 from mailwarden.guard.store.memory import MemoryStore
 from mailwarden.guard.store.sqlite import SqliteStore
@@ -131,3 +134,28 @@ def test_users_idle_for_the_period_are_forgotten_unless_locked(tmp_path: Path, k
         reopened = SqliteStore(tmp_path / "guard.sqlite")
         assert set(reopened.users) == {"older", "recent"}  # the forgotten rows are gone too
         asyncio.run(reopened.close())
+
+
+def test_housekeeping_takes_user_state_out_of_full_collections() -> None:
+    """After the minute's housekeeping no user's state is left for the collector's full
+    passes to walk (they are frozen), while a forgotten user's state is still freed."""
+    store = MemoryStore()
+    engine = Engine(GuardConfig.model_validate({}), store, DETECTOR, clock=lambda: T0)
+
+    async def run() -> None:
+        for i in range(200):
+            await engine.decide(Observation(f"u{i}", T0 + i, ("a@example.edu",), True, 1))
+
+    asyncio.run(run())
+    try:
+        housekeeping(engine)
+        tracked = {id(o) for o in gc.get_objects()}
+        assert not any(id(state) in tracked for state in store.users.values())
+        assert gc.get_freeze_count() > 200 * 20
+        frozen = gc.get_freeze_count()
+        forgotten = store.forget_idle(T0 + (IDLE_DAYS + 1) * 86400.0)
+        assert len(forgotten) == 200
+        # frozen, yet freed by reference counting: they left the permanent generation
+        assert gc.get_freeze_count() < frozen - 200 * 20
+    finally:
+        gc.unfreeze()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import signal
@@ -54,7 +55,8 @@ def build_engine(site: Site, config: GuardConfig, base_dir: Path, name: str = "g
 
 def housekeeping(engine: Engine) -> None:
     """Once a minute: forget accounts idle for IDLE_DAYS (memory, SQLite; Redis expires
-    them by itself) and save what the store learned (SQLite)."""
+    them by itself), save what the store learned (SQLite) and keep the per-user state out of
+    the garbage collector's full passes (see :func:`settle_garbage`)."""
     forget_idle = getattr(engine.store, "forget_idle", None)
     if forget_idle is not None:
         try:
@@ -68,6 +70,21 @@ def housekeeping(engine: Engine) -> None:
     if checkpoint is not None:
         with contextlib.suppress(Exception):
             checkpoint()
+    settle_garbage()
+
+
+def settle_garbage() -> None:
+    """Collect what is not frozen yet, then freeze what survived.
+
+    Each user's state is about thirty objects the cyclic collector tracks, and they live for
+    days: with the memory or SQLite store a full collection walks all of them, stopping every
+    decision for 30 ms at 5,000 active users and 160 ms at 20,000 (measured), and Python does
+    one whenever the tracked objects have grown by a quarter. Frozen objects are left out of
+    those passes; they are still freed by reference counting when a user is forgotten (states
+    hold no reference cycles). So the full pass here only walks the last minute's survivors.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 async def serve(
