@@ -302,3 +302,35 @@ def test_pipelined_script_connection_times_out_on_a_frozen_redis_and_recovers(
             await conn.close()
 
         asyncio.run(run())
+
+
+def test_state_kept_by_an_older_guard_is_cleaned_up_not_misread(
+    redis_server: RedisServer,
+) -> None:
+    """A user's hash from a guard that stored two fields per window bucket (and its subject
+    hash): the first decision drops those fields, keeps the baseline, and does not fail."""
+    detector = Detector(GuardConfig.model_validate({}), LOCAL)
+
+    async def run() -> tuple[Action, list[str], float]:
+        store = RedisStore(redis_server.url, timeout=2.0)
+        await store._r.flushdb()
+        old = {
+            f"{ring}:{slot}{t}": "7"
+            for ring in ("m1", "mh", "rd", "ah")
+            for slot in range(12)
+            for t in ("", "t")
+        }
+        await store._r.hset("mwg:{old}:s", mapping={**old, "peak": "12.5", "hidx": "472222"})
+        await store._r.hset("mwg:{old}:subj", mapping={f"fp{i}h:3": "1" for i in range(80)})
+        obs = Observation("old", T0, ("a@example.edu",), True, 1, "", "fp1")
+        verdict = await store.decide(obs, detector)
+        fields = sorted(await store._r.hkeys("mwg:{old}:s"))
+        peak = float(await store._r.hget("mwg:{old}:s", "peak") or 0)
+        await store.close()
+        return verdict.action, fields, peak
+
+    action, fields, peak = asyncio.run(run())
+    assert action is Action.ACCEPT
+    assert not [f for f in fields if ":" in f], fields
+    assert "w" in fields
+    assert peak > 0  # the learned baseline survived (decayed, not reset)

@@ -185,6 +185,16 @@ local flagged = now < flagged_until
 local index = math.floor(now / 3600)
 local psince = tonumber(s[5]) or -1
 local w = windows(s[8])
+if not s[8] and s[2] then
+  -- kept by a guard from before the packed windows: drop its per-bucket fields once
+  local stale = {}
+  for _, f in ipairs(redis.call('HKEYS', h)) do
+    if string.find(f, '^%a%w:%d+t?$') then stale[#stale + 1] = f end
+  end
+  for i = 1, #stale, 500 do
+    redis.call('HDEL', h, unpack(stale, i, math.min(i + 499, #stale)))
+  end
+end
 local out = {}  -- learned fields of h to write back with the windows
 
 -- baseline: fold finished clock hours into the decayed peak unless flagged
@@ -358,7 +368,7 @@ def _keys(user: str) -> list[str]:
         f"{PREFIX}:{tag}:rcpt",
         f"{PREFIX}:{tag}:dom1h",
         f"{PREFIX}:{tag}:dom24h",
-        f"{PREFIX}:{tag}:subj",
+        f"{PREFIX}:{tag}:subjects",  # ":subj" held the per-bucket layout; it expires in 25 h
         f"{PREFIX}:{tag}:net",
         f"{PREFIX}:{tag}:hist",
     ]
