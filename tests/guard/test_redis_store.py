@@ -314,17 +314,18 @@ def test_state_kept_by_an_older_guard_is_cleaned_up_not_misread(
     async def run() -> tuple[Action, list[str], float]:
         store = RedisStore(redis_server.url, timeout=2.0)
         await store._r.flushdb()
-        old = {
-            f"{ring}:{slot}{t}": "7"
+        old = [
+            x
             for ring in ("m1", "mh", "rd", "ah")
             for slot in range(12)
             for t in ("", "t")
-        }
-        await store._r.hset("mwg:{old}:s", mapping={**old, "peak": "12.5", "hidx": "472222"})
+            for x in (f"{ring}:{slot}{t}", "7")
+        ]
+        await store._r.hset("mwg:{old}:s", items=[*old, "peak", "12.5", "hidx", "472222"])
         await store._r.hset("mwg:{old}:subj", mapping={f"fp{i}h:3": "1" for i in range(80)})
         obs = Observation("old", T0, ("a@example.edu",), True, 1, "", "fp1")
         verdict = await store.decide(obs, detector)
-        fields = sorted(await store._r.hkeys("mwg:{old}:s"))
+        fields = sorted(str(f) for f in await store._r.hkeys("mwg:{old}:s"))
         peak = float(await store._r.hget("mwg:{old}:s", "peak") or 0)
         await store.close()
         return verdict.action, fields, peak
