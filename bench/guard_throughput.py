@@ -9,7 +9,8 @@ persistent connections (like C smtpd processes) for D seconds per case, and repo
   connections) and with one connection (the latency a single SMTP session sees);
 * the server's own CPU time per decision, read from /proc, and what that makes per core —
   the number that says how many decisions one core can make, independent of the load
-  generator sharing the machine.
+  generator sharing the machine;
+* Redis's own time per decision script call (``INFO commandstats``) over all Redis cases.
 
 Run: ``.venv/bin/python -m bench.guard_throughput`` (about a minute); ``--seconds 2`` for a
 quick look. Users are drawn from 5,000 names with ordinary traffic, so the decisions are
@@ -29,6 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import redis as redis_client
 import uvloop
 from tests.fixtures.guard_milter_client import MilterClient
 from tests.fixtures.net import free_port, wait_for_port
@@ -166,6 +168,21 @@ def run_case(folder: Path, store: str, redis_url: str, conns: int, seconds: floa
     return lines
 
 
+def redis_time(port: int) -> str:
+    """Redis's own time per decision script call (``INFO commandstats``): what one Redis core
+    spends on each decision, which no client-side figure shows."""
+    client = redis_client.Redis(host="127.0.0.1", port=port)
+    stats = client.info("commandstats")
+    client.close()
+    calls = sum(int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in ("evalsha", "eval"))
+    usec = sum(float(stats.get(f"cmdstat_{c}", {}).get("usec", 0)) for c in ("evalsha", "eval"))
+    per = usec / calls if calls else 0.0
+    return (
+        f"redis  script calls={calls:<8} redis_cpu={per:6.0f}us/call "
+        f"(~{1e6 / per if per else 0:,.0f} calls/s per Redis core)"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
     parser.add_argument("--seconds", type=float, default=5.0)
@@ -206,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
                     folder, store, f"redis://127.0.0.1:{rport}/0", args.conns, args.seconds
                 ):
                     print(line, flush=True)
+            print(redis_time(rport))
         finally:
             redis.terminate()
             redis.wait(timeout=10)

@@ -19,7 +19,7 @@ import pytest
 
 from mailwarden.server.metrics import FLUSH_INTERVAL
 from tests.fixtures.policy_site import write_policy_site
-from tests.fixtures.server import running_server
+from tests.fixtures.server import running_server, server_log
 
 NS_REQUEST = "http://schemas.microsoft.com/exchange/autodiscover/outlook/requestschema/2006"
 NS_2006 = "http://schemas.microsoft.com/exchange/autodiscover/responseschema/2006"
@@ -100,14 +100,6 @@ def policy_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     site = write_policy_site(tmp_path_factory.mktemp("policy-site"))
     with running_server(site, workers=2) as base:
         yield base
-
-
-def serve_log(base: str, temp: pytest.TempPathFactory) -> Path:
-    """The log ``running_server`` writes next to the site file (start-up output included)."""
-    port = base.rpartition(":")[2]
-    matches = list(temp.getbasetemp().glob(f"**/serve-{port}.log"))
-    assert len(matches) == 1, f"log of the server on port {port}: {matches}"
-    return matches[0]
 
 
 # -- Thunderbird autoconfig ------------------------------------------------------------------
@@ -352,7 +344,7 @@ def test_pox_outlook_2007_gets_implicit_tls_smtp(policy_server: str) -> None:
 def test_serve_warns_when_outlook_2007_gets_no_encrypted_smtp(
     policy_server: str, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    log = serve_log(policy_server, tmp_path_factory).read_text()
+    log = server_log(policy_server).read_text()
     assert "warning:" in log
     assert "service set 'starttls-only' has no implicit-TLS SMTP server" in log
     assert "service set 'starttls-only' has no implicit-TLS IMAP server" in log
@@ -364,7 +356,7 @@ def test_serve_warns_when_outlook_2007_gets_no_encrypted_smtp(
 def test_serve_does_not_warn_when_implicit_smtp_exists(
     example_server: str, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    log = serve_log(example_server, tmp_path_factory).read_text()
+    log = server_log(example_server).read_text()
     assert "service set 'institute'" in log  # STARTTLS-only SMTP: warned
     assert "service set 'campus'" not in log  # has 465: no warning
 
@@ -518,6 +510,25 @@ def scrape(base: str) -> dict[str, float]:
     return samples
 
 
+def settled_scrape(base: str) -> dict[str, float]:
+    """A scrape once the counts of earlier requests (other tests') have all been written:
+    two scrapes more than FLUSH_INTERVAL apart, on fresh connections, agree."""
+
+    def counts() -> dict[str, float]:  # scrapes count themselves: leave those out
+        return {k: v for k, v in scrape(base).items() if 'endpoint="metrics"' not in k}
+
+    deadline = time.monotonic() + 10
+    last = counts()
+    while True:
+        time.sleep(FLUSH_INTERVAL * 1.5)
+        now = counts()
+        if now == last:
+            return now
+        changed = {k: (last.get(k), v) for k, v in now.items() if last.get(k) != v}
+        assert time.monotonic() < deadline, f"the workers' counts never settled: {changed}"
+        last = now
+
+
 def test_healthz(example_server: str) -> None:
     r = httpx.get(f"{example_server}/healthz")
     assert (r.status_code, r.text) == (200, "ok\n")
@@ -532,7 +543,7 @@ def test_metrics_count_across_two_workers(policy_server: str) -> None:
     json_bad = 'mailwarden_http_requests_total{endpoint="autodiscover-json",status="400"}'
     unknown = "mailwarden_unknown_addresses_total"
     lookups = "mailwarden_directory_lookup_seconds_count"
-    before = scrape(policy_server)
+    before = settled_scrape(policy_server)
     for i in range(20):
         _autoconfig(policy_server, f"nobody{i}@dir.example")  # unknown: lookup + counter
         _autoconfig(policy_server, "named@dir.example")  # known: lookup only
@@ -581,7 +592,7 @@ def test_missing_embedded_directory_fails_soft_and_loud(
     with running_server(site, workers=1) as base:
         r = _autoconfig(base, "named@dir.example")
         samples = scrape(base)
-        log = serve_log(base, tmp_path_factory).read_text()
+        log = server_log(base).read_text()
     assert usernames(r) == ["%EMAILADDRESS%"] * 5
     assert samples["mailwarden_directory_errors_total"] >= 1
     assert f"the embedded directory {tmp_path}/missing/users.sqlite does not exist" in log

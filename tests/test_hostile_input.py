@@ -26,7 +26,7 @@ from mailwarden.profiles import outlook
 from mailwarden.server.http import QueryTooLong, query_params
 from tests.fixtures.net import free_port
 from tests.fixtures.policy_site import write_policy_site
-from tests.fixtures.server import running_server
+from tests.fixtures.server import running_server, server_log
 
 POX_PATH = "/autodiscover/autodiscover.xml"
 NS_REQUEST = "http://schemas.microsoft.com/exchange/autodiscover/outlook/requestschema/2006"
@@ -374,8 +374,7 @@ def test_server_healthy_after_the_storm(
     server: str, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     assert httpx.get(f"{server}/healthz").text == "ok\n"
-    port = server.rpartition(":")[2]
-    (log,) = tmp_path_factory.getbasetemp().glob(f"**/serve-{port}.log")
+    log = server_log(server)
     assert "Traceback" not in log.read_text(), "the server logged an unexpected exception"
     r = httpx.get(f"{server}/mail/config-v1.1.xml", params={"emailaddress": "named@dir.example"})
     assert "<username>n0042</username>" in r.text
