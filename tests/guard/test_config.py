@@ -37,6 +37,17 @@ def test_guard_errors_name_the_line_and_key() -> None:
         parse_site(BASE + '\n[guard]\n[guard.members]\nvip = ["x"]\n')
     with pytest.raises(ConfigError, match="command"):
         parse_site(BASE + '\n[guard]\n[guard.lock]\nmethod = "command"\n')
+    text = BASE + '\n[guard]\nstore = "redis"\nredis_url = "http://redis.example:6379"\n'
+    with pytest.raises(ConfigError) as info:
+        parse_site(text, source="site.toml")
+    message = info.value.message
+    assert message.startswith(f"site.toml:{len(BASE.splitlines()) + 4}: ")
+    assert "guard.redis_url" in message
+    assert "rediss://" in message  # what is expected
+    for good in ("rediss://r.example:6380/1?ssl_ca_certs=/etc/ca.pem", "unix:///run/r.sock?db=2"):
+        site = parse_site(BASE + f'\n[guard]\nstore = "redis"\nredis_url = "{good}"\n')
+        assert site.guard is not None
+        assert site.guard.redis_url == good
 
 
 def test_cli_without_guard_section_says_what_to_do(tmp_path: Path) -> None:

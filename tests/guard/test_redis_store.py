@@ -15,9 +15,11 @@ import pytest
 from mailwarden.guard.config import GuardConfig
 from mailwarden.guard.detector import MAX_FINGERPRINTS, Action, Detector, Observation
 from mailwarden.guard.engine import Engine
+from mailwarden.guard.store.base import StoreError
 from mailwarden.guard.store.memory import MemoryStore
 from mailwarden.guard.store.redis import RedisStore
 from tests.fixtures.redis_server import RedisServer, running_redis
+from tests.fixtures.slapd import make_test_ca
 
 LOCAL = frozenset({"example.edu"})
 T0 = 1_700_000_000.0
@@ -335,3 +337,41 @@ def test_state_kept_by_an_older_guard_is_cleaned_up_not_misread(
     assert not [f for f in fields if ":" in f], fields
     assert "w" in fields
     assert peak > 0  # the learned baseline survived (decayed, not reset)
+
+
+def test_store_over_tls_and_over_a_unix_socket(tmp_path: Path) -> None:
+    """rediss:// (the server's certificate checked against the URL's CA) and unix:// reach
+    the same Redis for every connection the store makes: decisions, locks, the lock watch."""
+    (tmp_path / "ca").mkdir()
+    ca = make_test_ca(tmp_path / "ca")
+    detector = Detector(GuardConfig.model_validate({}), LOCAL)
+
+    async def use(url: str) -> tuple[Action, str | None, bool]:
+        store = RedisStore(url, timeout=2.0)
+        await store._r.flushdb()
+        verdict = await store.decide(Observation("tia", T0, ("a@b.example",), True, 1), detector)
+        store.watch_locks()
+        await store.lock("tia", "by hand", T0, by="admin")
+        deadline = time.monotonic() + 5
+        while store.watch.reason("tia") is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        live = store.watch.live
+        reason = await store.locked("tia")
+        await store.close()
+        return verdict.action, reason, live
+
+    with running_redis(tmp_path / "tls", tls=ca) as server:
+        assert server.url.startswith("rediss://")
+        assert asyncio.run(use(server.url)) == (Action.ACCEPT, "by hand", True)
+        assert asyncio.run(use(server.unix_url)) == (Action.ACCEPT, "by hand", True)
+
+        async def wrong_ca() -> None:
+            url = server.url.replace(str(ca.ca_file), str(ca.other_ca_file))
+            store = RedisStore(url, timeout=2.0)
+            try:
+                with pytest.raises(StoreError, match="certificate verify failed"):
+                    await store.decide(Observation("tia", T0, ("a@b.example",), True, 1), detector)
+            finally:
+                await store.close()
+
+        asyncio.run(wrong_ca())

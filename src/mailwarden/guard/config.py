@@ -171,6 +171,8 @@ class GuardConfig(_Model):
     store: Literal["memory", "sqlite", "redis"] = "sqlite"
     state_path: Path = Path("guard-state.sqlite")
     redis_url: str = "redis://127.0.0.1:6379/0"
+    """``redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]``, ``rediss://…`` (TLS; a private CA with
+    ``?ssl_ca_certs=/path/ca.pem``) or ``unix:///path/redis.sock?db=N``."""
     redis_timeout: float = Field(default=0.2, gt=0, le=5)
     on_store_error: Literal["accept", "tempfail"] = "accept"
     """Fail open (default: mail flows, admins are alerted) or closed (4.7.x tempfail)."""
@@ -206,6 +208,20 @@ class GuardConfig(_Model):
     postqueue: tuple[str, ...] = ("postqueue",)
     """argv prefix used to deliver a released message at once (``postqueue -i ID``); Postfix
     otherwise waits for the next deferred-queue run."""
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        from redis.connection import parse_url  # what every Redis connection of ours reads
+
+        try:
+            parse_url(value)  # type: ignore[no-untyped-call]
+        except ValueError as exc:
+            raise ValueError(
+                f"{value!r}: expected redis://HOST:PORT/DB, rediss://HOST:PORT/DB (TLS) or "
+                f"unix:///path/to/redis.sock ({exc})"
+            ) from None
+        return value
 
     @field_validator("classes", mode="before")
     @classmethod

@@ -8,17 +8,22 @@ pinned dependency) right in ``data_received`` and each reply resolves the oldest
 an answer reaches its decision without a reader task, a stream or ``wait_for`` in between.
 Each request carries a timer; when it fires, or on any error, the connection is closed and
 every pending call fails, so the engine can fail open. The next call reconnects.
+
+The URL is read by redis-py's own parser, so this connection goes where redis-py's go, the
+same way: ``redis://`` (TCP), ``rediss://`` (TLS, verified against the system CAs or
+``?ssl_ca_certs=``, host name checked, as redis-py does) and ``unix:///path?db=N``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import ssl
 from collections import deque
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import hiredis
+from redis.connection import SSLConnection, parse_url
 
 
 class RespError(Exception):
@@ -59,14 +64,33 @@ class _Replies(asyncio.Protocol):
         self.owner._fail(RespError(f"connection lost: {exc or 'closed by Redis'}"), self)
 
 
+_CERT_REQS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
+
+
+def tls_context(options: dict[str, Any]) -> ssl.SSLContext:
+    """The TLS context redis-py would use for a ``rediss://`` URL's options."""
+    context = ssl.create_default_context(cafile=options.get("ssl_ca_certs"))
+    if options.get("ssl_certfile"):
+        context.load_cert_chain(options["ssl_certfile"], options.get("ssl_keyfile"))
+    reqs = _CERT_REQS.get(str(options.get("ssl_cert_reqs", "required")).lower(), ssl.CERT_REQUIRED)
+    context.check_hostname = reqs != ssl.CERT_NONE and options.get("ssl_check_hostname", True)
+    context.verify_mode = reqs
+    return context
+
+
 class ScriptConnection:
     def __init__(self, url: str, script: str, timeout: float) -> None:
-        parts = urlsplit(url)
-        self.host = parts.hostname or "127.0.0.1"
-        self.port = parts.port or 6379
-        self.password = unquote(parts.password) if parts.password else None
-        self.username = unquote(parts.username) if parts.username else None
-        self.db = int(parts.path.strip("/") or 0)
+        options: dict[str, Any] = parse_url(url)  # type: ignore[no-untyped-call]
+        self.path: str | None = options.get("path")
+        self.host: str = options.get("host", "localhost")
+        self.port: int = options.get("port", 6379)
+        self.where = self.path or f"{self.host}:{self.port}"
+        self.password: str | None = options.get("password")
+        self.username: str | None = options.get("username")
+        self.db: int = options.get("db", 0)
+        self.tls = (
+            tls_context(options) if options.get("connection_class") is SSLConnection else None
+        )
         self.script = script
         self.sha = hashlib.sha1(script.encode(), usedforsecurity=False).hexdigest()
         self.timeout = timeout
@@ -82,13 +106,21 @@ class ScriptConnection:
             if self._transport is not None:
                 return
             loop = asyncio.get_running_loop()
-            try:
-                transport, protocol = await asyncio.wait_for(
-                    loop.create_connection(lambda: _Replies(self), self.host, self.port),
-                    self.timeout,
+            if self.path is not None:
+                opening = loop.create_unix_connection(lambda: _Replies(self), self.path)
+            else:
+                opening = loop.create_connection(
+                    lambda: _Replies(self),
+                    self.host,
+                    self.port,
+                    ssl=self.tls,
+                    server_hostname=self.host if self.tls is not None else None,
                 )
-            except (OSError, TimeoutError) as exc:
-                raise RespError(f"cannot connect to {self.host}:{self.port}: {exc}") from None
+            try:
+                transport, protocol = await asyncio.wait_for(opening, self.timeout)
+            except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
+                reason = str(exc) or type(exc).__name__
+                raise RespError(f"cannot connect to {self.where}: {reason}") from None
             self._transport = transport
             self._protocol = protocol
             setup = []
@@ -103,7 +135,7 @@ class ScriptConnection:
     def _send(self, data: bytes) -> asyncio.Future[Any]:
         transport = self._transport
         if transport is None:
-            raise RespError(f"not connected to {self.host}:{self.port}")
+            raise RespError(f"not connected to {self.where}")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
         timer = loop.call_later(self.timeout, self._expire, fut)
@@ -113,7 +145,7 @@ class ScriptConnection:
 
     def _expire(self, fut: asyncio.Future[Any]) -> None:
         if not fut.done():
-            self._fail(RespError(f"no answer from {self.host}:{self.port} in {self.timeout} s"))
+            self._fail(RespError(f"no answer from {self.where} in {self.timeout} s"))
 
     async def _wait(self, fut: asyncio.Future[Any]) -> Any:
         result = await fut
