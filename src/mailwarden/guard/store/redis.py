@@ -6,9 +6,9 @@ fingerprints, networks with probation, the decayed baseline — atomically on th
 returns the :class:`Counters`. It travels over a pipelined connection of our own
 (:mod:`.resp`), because redis-py's per-command overhead costs more CPU than the decision.
 The verdict is then computed by the same pure :func:`~mailwarden.guard.detector.assess` as
-everywhere else. Only an escalation (throttle,
-hold, lock: rare) costs a second call. Every key of a user carries the hash tag ``{user}``, so
-all of them land on one Redis Cluster slot and the script may touch them together.
+everywhere else. Only an escalation (throttle, hold, lock: rare) costs a second call. Every
+key of a user carries the hash tag ``{user}``, so all of them would land on one Redis Cluster
+slot (cluster mode itself is not supported: the connections do not follow redirections).
 
 The milter's lock check at MAIL FROM needs no call at all while the :class:`LockWatch` of a
 running guard is live: every lock and unlock (from any guard or the CLI) is published on a
