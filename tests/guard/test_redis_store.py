@@ -11,13 +11,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailwarden.guard.config import GuardConfig
 from mailwarden.guard.detector import MAX_FINGERPRINTS, Action, Detector, Observation
 from mailwarden.guard.engine import Engine
 from mailwarden.guard.store.base import StoreError
 from mailwarden.guard.store.memory import MemoryStore
-from mailwarden.guard.store.redis import RedisStore
+from mailwarden.guard.store.redis import _HELPERS, RedisStore
+from mailwarden.guard.window import SPANS, Ring
 from tests.fixtures.redis_server import RedisServer, running_redis
 from tests.fixtures.slapd import make_test_ca
 
@@ -375,3 +379,54 @@ def test_store_over_tls_and_over_a_unix_socket(tmp_path: Path) -> None:
                 await store.close()
 
         asyncio.run(wrong_ca())
+
+
+RING_CHECK_LUA = (
+    _HELPERS
+    + """
+-- ARGV: ring name, then (now, k) pairs; k = 0 asks for the total, k > 0 adds k
+local name, w, out = ARGV[1], windows(redis.call('GET', KEYS[1])), {}
+for i = 2, #ARGV, 2 do
+  local now, k = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
+  if k > 0 then add(w, name, now, k) else out[#out + 1] = total(w, name, now) end
+end
+redis.call('SET', KEYS[1], cmsgpack.pack(w))
+return out
+"""
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    name=st.sampled_from(["m1", "mh", "md"]),
+    steps=st.lists(
+        st.tuples(st.floats(-1500.0, 9000.0), st.integers(0, 5), st.booleans()), max_size=40
+    ),
+)
+def test_lua_rings_count_exactly_like_the_memory_store_rings(
+    redis_server: RedisServer, name: str, steps: list[tuple[float, int, bool]]
+) -> None:
+    """The Redis script's rings against :class:`~mailwarden.guard.window.Ring` for any
+    sequence of adds and totals: time jumping ahead by more than the window, standing still,
+    going back a little (clocks of two MTAs), and a state packed and unpacked between calls."""
+    width, n = {"m1": SPANS["1m"], "mh": SPANS["1h"], "md": SPANS["24h"]}[name]
+    ring = Ring(width, n)
+    client = redis.Redis.from_url(redis_server.url)
+    client.delete("ringcheck")
+    now, expected, args = T0, [], []
+    calls: list[list[str]] = []
+    for i, (dt, k, split) in enumerate(steps):
+        now += dt * width / 60
+        if k:
+            ring.add(now, k)
+        else:
+            expected.append(ring.total(now))
+        args += [repr(now), str(k)]
+        if split or i == len(steps) - 1:  # a new script call: the state goes through cmsgpack
+            calls.append(args)
+            args = []
+    got = []
+    for part in calls:
+        got += client.eval(RING_CHECK_LUA, 1, "ringcheck", name, *part)
+    client.close()
+    assert got == expected
