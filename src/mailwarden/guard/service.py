@@ -97,6 +97,7 @@ async def serve(
     if main is not None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, main.cancel)
+    settle_garbage()  # what start-up loaded (SQLite: every baseline) before the first request
     servers = []
     if policy:
         servers.append(await listen.start(policy, PolicyServer(engine).protocol, what="policy"))
