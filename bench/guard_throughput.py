@@ -10,11 +10,16 @@ persistent connections (like C smtpd processes) for D seconds per case, and repo
 * the server's own CPU time per decision, read from /proc, and what that makes per core —
   the number that says how many decisions one core can make, independent of the load
   generator sharing the machine;
-* Redis's own time per decision script call (``INFO commandstats``) over all Redis cases.
+* Redis's own time per decision script call (``INFO commandstats``) over all Redis cases;
+* the peer: policyd-rate-limit (the static per-user limiter whose defaults ``bench.guard_sim``
+  compares against), installed from PyPI into a venv of its own (versions pinned in
+  ``bench/policyd-constraints.txt``), SQLite backend as shipped, counting at RCPT, driven by
+  the same requests over the same connections; our policy path's figures over its, as ratios.
 
-Run: ``.venv/bin/python -m bench.guard_throughput`` (about a minute); ``--seconds 2`` for a
-quick look. Users are drawn from 5,000 names with ordinary traffic, so the decisions are
-the common accept path with every window and set updated.
+Run: ``.venv/bin/python -m bench.guard_throughput`` (about a minute and a half; the first run
+also installs the peer); ``--seconds 2`` for a quick look, ``--no-peer`` without the peer.
+Users are drawn from 5,000 names with ordinary traffic, so the decisions are the common accept
+path with every window and set updated.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import redis as redis_client
@@ -116,7 +122,61 @@ async def drive(kind: str, port: int, conns: int, seconds: float) -> tuple[int, 
     return sum(counts), lat
 
 
-def run_case(folder: Path, store: str, redis_url: str, conns: int, seconds: float) -> list[str]:
+@dataclass(frozen=True)
+class Figures:
+    """One case: a front end (``kind``) of one server (``who``: store or ``peer``)."""
+
+    kind: str
+    who: str
+    conns: int
+    n: int
+    rate: float
+    p50: float
+    p99: float
+    cpu_us: float
+
+    @property
+    def per_core(self) -> float:
+        return 1e6 / self.cpu_us if self.cpu_us else 0.0
+
+    def line(self) -> str:
+        unit = "decisions" if self.kind == "policy" else "messages"
+        return (
+            f"{self.kind:<6} {self.who:<6} conns={self.conns:<3} {unit}={self.n:<7} "
+            f"rate={self.rate:7.0f}/s p50={self.p50:6.2f}ms p99={self.p99:6.2f}ms  "
+            f"server_cpu={self.cpu_us:6.0f}us/{unit[:-1]} (~{self.per_core:,.0f}/s per core)"
+        )
+
+
+def figures(
+    kind: str, who: str, conns: int, n: int, lat: list[float], cpu: float, wall: float
+) -> Figures:
+    return Figures(
+        kind, who, conns, n, n / wall, pct(lat, 0.5), pct(lat, 0.99), cpu / n * 1e6 if n else 0.0
+    )
+
+
+def ratios(ours: list[Figures], peer: list[Figures]) -> list[str]:
+    """Our policy path against the peer's, same requests, same run."""
+    out = []
+    for theirs in peer:
+        for mine in (f for f in ours if f.kind == "policy" and f.conns == theirs.conns):
+            if theirs.conns > 1:
+                out.append(
+                    f"ratio  policy {mine.who:<6}/peer conns={mine.conns:<3} "
+                    f"decisions per core {mine.per_core / theirs.per_core:5.1f}x, "
+                    f"rate {mine.rate / theirs.rate:5.1f}x"
+                )
+            else:
+                out.append(
+                    f"ratio  policy {mine.who:<6}/peer conns={mine.conns:<3} "
+                    f"p99 {mine.p99:.2f} vs {theirs.p99:.2f} ms "
+                    f"({theirs.p99 / mine.p99:4.1f}x lower)"
+                )
+    return out
+
+
+def run_case(folder: Path, store: str, redis_url: str, conns: int, seconds: float) -> list[Figures]:
     site_text = (ROOT / "examples" / "site.toml").read_text(encoding="utf-8")
     site = folder / f"site-{store}.toml"
     site.write_text(site_text + SITE.format(store=store, redis=redis_url), encoding="utf-8")
@@ -141,7 +201,7 @@ def run_case(folder: Path, store: str, redis_url: str, conns: int, seconds: floa
         stderr=subprocess.DEVNULL,
         cwd=folder,
     )
-    lines = []
+    lines: list[Figures] = []
     try:
         wait_for_port(policy, alive=lambda: proc.poll() is None)
         wait_for_port(milter, alive=lambda: proc.poll() is None)
@@ -155,13 +215,86 @@ def run_case(folder: Path, store: str, redis_url: str, conns: int, seconds: floa
             c0, t0 = cpu_seconds(proc.pid), time.perf_counter()
             n, lat = uvloop.run(drive(kind, port, c, seconds))
             cpu, wall = cpu_seconds(proc.pid) - c0, time.perf_counter() - t0
-            per = cpu / n * 1e6 if n else 0.0
-            unit = "decisions" if kind == "policy" else "messages"
-            lines.append(
-                f"{kind:<6} {store:<6} conns={c:<3} {unit}={n:<7} rate={n / wall:7.0f}/s "
-                f"p50={pct(lat, 0.5):6.2f}ms p99={pct(lat, 0.99):6.2f}ms  "
-                f"server_cpu={per:6.0f}us/{unit[:-1]} (~{n / cpu if cpu else 0:,.0f}/s per core)"
-            )
+            lines.append(figures(kind, store, c, n, lat, cpu, wall))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    return lines
+
+
+PEER_CONFIG = """\
+debug: False
+user: "root"
+group: "root"
+pidfile: "{folder}/policyd.pid"
+backend: 0
+sqlite_config:
+    database: "{folder}/policyd.sqlite3"
+SOCKET: ["127.0.0.1", {port}]
+limits:
+    - [10, 60]
+    - [150, 86400]
+limits_by_id: {{}}
+sql_limits_by_id: ""
+limit_by_sasl: True
+limit_by_sender: False
+limit_by_ip: False
+limited_networks: []
+success_action: "dunno"
+fail_action: "defer_if_permit Rate limit reach, retry later"
+db_error_action: "dunno"
+report: False
+delay_to_close: 300
+count_mode: 0
+"""
+"""policyd-rate-limit's shipped limits and SQLite backend; ``count_mode: 0`` counts each RCPT,
+the requests both servers get here (as root it would drop privileges: to root)."""
+
+
+def peer_venv() -> Path:
+    """policyd-rate-limit in a venv of its own, (re)installed when the pinned version is not
+    the one there."""
+    venv = Path(tempfile.gettempdir()) / "mailwarden-bench-guard" / "policyd-venv"
+    constraints = ROOT / "bench" / "policyd-constraints.txt"
+    want = next(
+        line.split("==", 1)[1].strip()
+        for line in constraints.read_text(encoding="utf-8").splitlines()
+        if line.startswith("policyd-rate-limit==")
+    )
+    python = venv / "bin" / "python"
+    version = "import importlib.metadata as m; print(m.version('policyd-rate-limit'))"
+    have = ""
+    if python.exists():
+        done = subprocess.run([python, "-c", version], capture_output=True, text=True, check=False)
+        have = done.stdout.strip()
+    if have != want:
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+        pip = [str(python), "-m", "pip", "install", "-q", "-c", str(constraints)]
+        subprocess.run([*pip, "policyd-rate-limit"], check=True)
+    return venv
+
+
+def run_peer(folder: Path, conns: int, seconds: float) -> list[Figures]:
+    """The peer's policy figures, measured like ours (:func:`run_case`)."""
+    venv = peer_venv()
+    port = free_port()
+    config = folder / "policyd.yaml"
+    config.write_text(PEER_CONFIG.format(folder=folder, port=port), encoding="utf-8")
+    proc = subprocess.Popen(
+        [str(venv / "bin" / "policyd-rate-limit"), "-f", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=folder,
+    )
+    lines: list[Figures] = []
+    try:
+        wait_for_port(port, alive=lambda: proc.poll() is None)
+        uvloop.run(drive("policy", port, 2, 0.5))  # warm up
+        for c in (conns, 1):
+            c0, t0 = cpu_seconds(proc.pid), time.perf_counter()
+            n, lat = uvloop.run(drive("policy", port, c, seconds))
+            cpu, wall = cpu_seconds(proc.pid) - c0, time.perf_counter() - t0
+            lines.append(figures("policy", "peer", c, n, lat, cpu, wall))
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -187,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--conns", type=int, default=20)
+    parser.add_argument("--no-peer", action="store_true", help="leave out policyd-rate-limit")
     args = parser.parse_args(argv)
     redis_server = shutil.which("redis-server")
     if redis_server is None:
@@ -218,12 +352,20 @@ def main(argv: list[str] | None = None) -> int:
                 f"# {os.cpu_count()} cores, Python {sys.version.split()[0]}, load generator "
                 f"on the same machine, {args.seconds:g} s per case"
             )
+            ours: list[Figures] = []
             for store in ("memory", "redis"):
-                for line in run_case(
+                for case in run_case(
                     folder, store, f"redis://127.0.0.1:{rport}/0", args.conns, args.seconds
                 ):
-                    print(line, flush=True)
+                    ours.append(case)
+                    print(case.line(), flush=True)
             print(redis_time(rport))
+            if not args.no_peer:
+                peer = run_peer(folder, args.conns, args.seconds)
+                for case in peer:
+                    print(case.line(), flush=True)
+                for line in ratios(ours, peer):
+                    print(line, flush=True)
         finally:
             redis.terminate()
             redis.wait(timeout=10)
