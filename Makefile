@@ -46,6 +46,9 @@ fuzz: $(BIN)/.installed debian-test
 bench: $(BIN)/.installed   # bench/autoconfig.sh installs packaging/debian-bench.txt itself
 	bash bench/autoconfig.sh
 	bash bench/directory.sh
+	@bash scripts/install-debian-packages.sh packaging/debian-test.txt   # redis-server
+	$(BIN)/python -m bench.guard_sim
+	$(BIN)/python -m bench.guard_throughput
 
 clean:
 	rm -rf $(VENV) var build dist .mypy_cache .ruff_cache .pytest_cache .hypothesis
