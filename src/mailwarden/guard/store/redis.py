@@ -152,8 +152,9 @@ end
 """
 )
 
-# KEYS: 1 scalars hash (with the windows), 2 lock, 3 rcpt zset (1h), 4 domain zset (1h),
-# 5 domain zset (24h), 6 subject hash (fingerprint → packed windows), 7 network hash.
+# KEYS: 1 scalars hash (with the windows), 2 lock, 3 rcpt zset (1h), 4 unused (a 1 h domain
+# zset once: the 24 h one answers for the hour too), 5 domain zset (24h), 6 subject hash
+# (fingerprint → packed windows), 7 network hash.
 # ARGV: 1 now, 2 distinct(0/1), 3 message(0/1), 4 network, 5 subject fp, 6 probation s,
 # 7 network memory s, 8 half-life days, 9 cap, 10 recipients of the message (0 at RCPT),
 # 11 hours added to UTC for the hour of the day, 12 profile days, 13 N recipients to count,
@@ -247,7 +248,6 @@ if n > 0 then
     for i = 14, 13 + n do distinct_add(KEYS[3], now, ARGV[i]) end
     for i = 14 + n, #ARGV do
       ext = ext + 1
-      distinct_add(KEYS[4], now, ARGV[i])
       distinct_add(KEYS[5], now, ARGV[i])
     end
     if ext > 0 then
@@ -304,13 +304,15 @@ local profile = -1
 if index - psince >= profile_days * 24 then
   profile = tonumber(redis.call('HGET', h, 'p' .. (math.floor(index + offset) % 24))) or 0
 end
+-- distinct domains of the last hour: the 24 h set holds each domain's last sighting
+local domains24 = distinct_count(KEYS[5], now, 86400, cap)
+local domains1 = redis.call('ZCOUNT', KEYS[5], '(' .. (now - 3600), '+inf')
 local reply = {
   false,
   total(w, 'm1', now), total(w, 'mh', now), total(w, 'md', now),
   total(w, 'r1', now), total(w, 'rh', now), total(w, 'rd', now),
   total(w, 'xh', now),
-  distinct_count(KEYS[3], now, 3600, cap), distinct_count(KEYS[4], now, 3600, cap),
-  distinct_count(KEYS[5], now, 86400, cap),
+  distinct_count(KEYS[3], now, 3600, cap), domains1, domains24,
   total(w, 'fh', now),
   same1, same24, new_network, tostring(peak), flagged and 1 or 0, tostring(typical),
   tostring(profile), accepted
