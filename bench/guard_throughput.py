@@ -148,9 +148,12 @@ class Figures:
         )
 
 
-def figures(
-    kind: str, who: str, conns: int, n: int, lat: list[float], cpu: float, wall: float
-) -> Figures:
+def measure(pid: int, kind: str, who: str, port: int, conns: int, seconds: float) -> Figures:
+    """Drive one front end of the server ``pid`` for ``seconds``: client-side rate and
+    latency, and the server's own CPU time per decision from /proc."""
+    c0, t0 = cpu_seconds(pid), time.perf_counter()
+    n, lat = uvloop.run(drive(kind, port, conns, seconds))
+    cpu, wall = cpu_seconds(pid) - c0, time.perf_counter() - t0
     return Figures(
         kind, who, conns, n, n / wall, pct(lat, 0.5), pct(lat, 0.99), cpu / n * 1e6 if n else 0.0
     )
@@ -211,11 +214,7 @@ def run_case(folder: Path, store: str, redis_url: str, conns: int, seconds: floa
             for c in (conns, 1)
             for kind, port in (("policy", policy), ("milter", milter))
         ]
-        for kind, port, c in cases:
-            c0, t0 = cpu_seconds(proc.pid), time.perf_counter()
-            n, lat = uvloop.run(drive(kind, port, c, seconds))
-            cpu, wall = cpu_seconds(proc.pid) - c0, time.perf_counter() - t0
-            lines.append(figures(kind, store, c, n, lat, cpu, wall))
+        lines = [measure(proc.pid, kind, store, port, c, seconds) for kind, port, c in cases]
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -290,11 +289,7 @@ def run_peer(folder: Path, conns: int, seconds: float) -> list[Figures]:
     try:
         wait_for_port(port, alive=lambda: proc.poll() is None)
         uvloop.run(drive("policy", port, 2, 0.5))  # warm up
-        for c in (conns, 1):
-            c0, t0 = cpu_seconds(proc.pid), time.perf_counter()
-            n, lat = uvloop.run(drive("policy", port, c, seconds))
-            cpu, wall = cpu_seconds(proc.pid) - c0, time.perf_counter() - t0
-            lines.append(figures("policy", "peer", c, n, lat, cpu, wall))
+        lines = [measure(proc.pid, "policy", "peer", port, c, seconds) for c in (conns, 1)]
     finally:
         proc.terminate()
         proc.wait(timeout=10)
