@@ -361,12 +361,25 @@ def _ip_network(value: str) -> str:
     return value
 
 
+def _ip_address(value: str) -> str:
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IP address") from None
+
+
 class ServerSettings(_Model):
     """HTTP front settings (``[server]``)."""
 
     public_host: Hostname | None = None
     """Host name under which the POX endpoint is reachable over HTTPS; the v2 JSON endpoint
     points clients there. Default: ``autodiscover.<domain>``."""
+    public_addresses: tuple[Annotated[str, AfterValidator(_ip_address)], ...] = ()
+    """IPv4/IPv6 addresses of the autoconfig host. With them ``mailwarden dns records``
+    publishes A/AAAA records for every ``autoconfig.``/``autodiscover.`` name; without them,
+    CNAMEs to ``public_host``."""
     max_body_bytes: int = Field(default=16384, ge=512, le=1_048_576)
     trusted_proxies: tuple[Annotated[str, AfterValidator(_ip_network)], ...] = (
         "127.0.0.1",

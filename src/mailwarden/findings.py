@@ -1,0 +1,54 @@
+"""The result type of every check that looks at a live deployment (``dns check``, ``probe``).
+
+A check returns :class:`Finding` values and nothing else; text, JSON and monitoring renderers only
+format them, and the exit status is derived from the worst one. Codes are stable (``DNS-MISSING``,
+``PROBE-TLS-NAME``…): docs/discovery.md explains each one, and monitoring may match on them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+
+class Severity(Enum):
+    """How bad a finding is; ``rank`` is also the exit status it leads to."""
+
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+    @property
+    def rank(self) -> int:
+        return _RANK[self]
+
+
+_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.ERROR: 2}
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One problem: what is wrong, where, and what to do about it."""
+
+    severity: Severity
+    code: str
+    subject: str
+    """The DNS name, URL or host:port the finding is about."""
+    message: str
+    fix: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "severity": self.severity.value,
+            "code": self.code,
+            "subject": self.subject,
+            "message": self.message,
+            "fix": self.fix,
+        }
+
+
+def exit_status(findings: Iterable[Finding]) -> int:
+    """0 nothing worse than information, 1 warnings, 2 errors."""
+    return max((f.severity.rank for f in findings), default=0)
