@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mailwarden.site.model import DomainView, Server
+from mailwarden.directory.base import Account
+from mailwarden.site.model import DomainView, Server, UnknownAddressPolicy
 
 PLACEHOLDER_ADDRESS = "%EMAILADDRESS%"
 PLACEHOLDER_LOCALPART = "%EMAILLOCALPART%"
@@ -27,6 +28,21 @@ class Subject:
 
 
 GENERIC = Subject()
+
+
+def subject_for_account(
+    address: str, localpart: str, account: Account | None, policy: UnknownAddressPolicy
+) -> Subject | None:
+    """The subject to render for ``address`` once the directory has answered: the account's
+    login when it is known and enabled, else what the domain's ``unknown_address`` policy says
+    (None: refuse)."""
+    if account is not None and account.enabled:
+        return Subject(address, localpart, account.login, account.display_name)
+    if policy == "reject":
+        return None
+    if policy == "generic":
+        return GENERIC
+    return Subject(address=address, localpart=localpart)
 
 
 def username(server: Server, domain: DomainView, subject: Subject) -> str:

@@ -24,7 +24,7 @@ from mailwarden.address import Address, AddressError, normalise_domain, parse_ad
 from mailwarden.directory.base import Account, Directory
 from mailwarden.errors import DirectoryError
 from mailwarden.profiles import autodiscover_json, outlook, thunderbird
-from mailwarden.profiles.subject import GENERIC, Subject
+from mailwarden.profiles.subject import GENERIC, Subject, subject_for_account
 from mailwarden.server.cache import LRUCache
 from mailwarden.server.http import (
     BodyTooLarge,
@@ -113,7 +113,7 @@ class AutoconfigApp:
         self._exempt_seen: dict[str, bool] = {}  # parsing the client IP cost more than a lookup
         self._parsed: dict[str, tuple[Address, DomainView]] = {}
         self._needs_directory = {
-            name: _needs_directory(view)
+            name: view.needs_directory()
             for name in site.served_names()
             if (view := site.domain(name)) is not None
         }
@@ -267,7 +267,7 @@ class AutoconfigApp:
 
     def needs_directory(self, domain: DomainView) -> bool:
         needed = self._needs_directory.get(domain.served)
-        return _needs_directory(domain) if needed is None else needed
+        return domain.needs_directory() if needed is None else needed
 
     async def subject_for(self, address: Address, domain: DomainView) -> Subject | None:
         """The subject to render for ``address``; None when policy says to refuse."""
@@ -280,14 +280,7 @@ class AutoconfigApp:
             if self.site.directory.on_outage == "generic":
                 return GENERIC
             account = None
-        if account is not None:
-            return Subject(typed, address.localpart, account.login, account.display_name)
-        policy = domain.config.unknown_address
-        if policy == "reject":
-            return None
-        if policy == "generic":
-            return GENERIC
-        return Subject(address=typed, localpart=address.localpart)
+        return subject_for_account(typed, address.localpart, account, domain.config.unknown_address)
 
     def _address_and_domain(self, text: str) -> tuple[Address, DomainView]:
         parsed = self._parsed.get(text)
@@ -475,13 +468,6 @@ class AutoconfigApp:
 
     async def _not_found(self, scope: Scope, receive: Receive, send: Send) -> None:
         await respond(send, 404, b"not found\n")
-
-
-def _needs_directory(domain: DomainView) -> bool:
-    if domain.config.login == "directory":
-        return True
-    services = domain.services
-    return any(s.login == "directory" for s in (*services.imap, *services.pop3, *services.smtp))
 
 
 def _fields(subject: Subject) -> tuple[str | None, str | None, str | None, str | None]:

@@ -444,6 +444,13 @@ class DomainView:
     def is_alias(self) -> bool:
         return self.served != self.name
 
+    def needs_directory(self) -> bool:
+        """Whether a per-user document for this domain needs the directory's login name."""
+        if self.config.login == "directory":
+            return True
+        services = self.services
+        return any(s.login == "directory" for s in (*services.imap, *services.pop3, *services.smtp))
+
 
 class Site(_Model):
     organisation: Organisation
