@@ -18,9 +18,11 @@ from mailwarden import __version__
 from mailwarden.cli import (
     config_cmd,
     directory_cmd,
+    dns_cmd,
     guard_cmd,
     ispdb_cmd,
     lint_cmd,
+    probe_cmd,
     serve_cmd,
     users_cmd,
 )
@@ -35,6 +37,8 @@ COMMANDS: list[ModuleType] = [
     ispdb_cmd,
     guard_cmd,
     lint_cmd,
+    dns_cmd,
+    probe_cmd,
 ]
 
 DESCRIPTION = """\

@@ -124,13 +124,28 @@ def _reason(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
+_TLS_REASONS = {
+    "WRONG_VERSION_NUMBER": "the server does not speak TLS on this port",
+    "TLSV1_UNRECOGNIZED_NAME": "the server has no certificate for this name",
+    "UNSUPPORTED_PROTOCOL": "the server offers only TLS versions below 1.2",
+    "TLSV1_ALERT_PROTOCOL_VERSION": "the server offers only TLS versions below 1.2",
+    "SSLV3_ALERT_HANDSHAKE_FAILURE": "no cipher or key exchange in common",
+}
+
+
 def _tls_failure(exc: BaseException) -> str | None:
     seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, ssl.SSLCertVerificationError):
             return f"certificate not accepted: {seen.verify_message or seen.reason}"
         if isinstance(seen, ssl.SSLError):
-            return f"TLS handshake failed: {seen.reason or seen}"
+            reason = seen.reason or str(seen)
+            explained = _TLS_REASONS.get(reason)
+            return (
+                f"TLS handshake failed: {explained} ({reason})"
+                if explained
+                else (f"TLS handshake failed: {reason}")
+            )
         seen = seen.__cause__ or seen.__context__
     return None
 
