@@ -159,7 +159,8 @@ class Network:
         if task is None:
             task = asyncio.ensure_future(self.resolver.addresses(key))
             self._answers[key] = task
-        return await task
+        # Shielded: one step giving up (its own timeout) must not cancel the others' answer.
+        return await asyncio.shield(task)
 
     async def candidates(self, host: str, port: int) -> tuple[list[tuple[str, int]], str]:
         """The (address, port) pairs to try for ``host:port``, and how they were found.

@@ -326,7 +326,7 @@ def _result(
                     "user once before it uses them",
                 )
             )
-    elif run.client != "thunderbird":
+    elif run.client == "outlook":
         run.findings.append(
             Finding(
                 Severity.ERROR,
@@ -335,6 +335,20 @@ def _result(
                 f"{run.label} finds no settings for {address}",
                 f"publish autodiscover.{address.domain} or the _autodiscover._tcp SRV record "
                 "(see 'mailwarden dns records')",
+            )
+        )
+    elif run.client == "autodiscover-json":
+        # Microsoft's cloud service makes this request; whether it also follows the SRV record
+        # or POSTs itself is not documented (protocols.md §3): a warning, not an error.
+        run.findings.append(
+            Finding(
+                Severity.WARNING,
+                "PROBE-NO-SETTINGS",
+                f"autodiscover.json {address}",
+                f"{run.label} finds no settings for {address}: Outlook mobile, Outlook for Mac "
+                "and new Outlook may then need the servers typed in",
+                f"serve https://autodiscover.{address.domain}/autodiscover/autodiscover.json "
+                "(a certificate for that name)",
             )
         )
     return ClientResult(

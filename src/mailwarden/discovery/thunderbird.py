@@ -237,7 +237,8 @@ async def replay(ctx: ProbeContext, address: Address) -> ClientResult:
                 "clients to have the user confirm such settings"
             )
     exchange_steps = [
-        replace(s, client=CLIENT, action=f"Autodiscover {s.action}") for s in exchange.steps
+        replace(s, client=CLIENT, action=f"Autodiscover {s.action}", chosen=False)
+        for s in exchange.steps
     ]
     if settings is None and exchange.settings is not None:
         settings, origin = exchange.settings, exchange.source
