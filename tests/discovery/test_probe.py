@@ -40,7 +40,7 @@ def probe(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict[str
 
 
 def client(report: dict[str, Any], name: str) -> dict[str, Any]:
-    found = [c for c in report["clients"] if c["client"] == name]
+    found: list[dict[str, Any]] = [c for c in report["clients"] if c["client"] == name]
     assert len(found) == 1, [c["client"] for c in report["clients"]]
     return found[0]
 
