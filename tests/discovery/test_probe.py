@@ -15,7 +15,7 @@ import pytest
 
 from mailwarden.cli import main
 from tests.fixtures.discovery_lab import ADDRESS as USER
-from tests.fixtures.discovery_lab import ALIAS, DOMAIN, LOGIN, Lab, running_lab
+from tests.fixtures.discovery_lab import ALIAS, DOMAIN, LOGIN, MOVED, Lab, running_lab
 from tests.fixtures.knot import silent_dns
 from tests.fixtures.nginx import NOT_CONFIG_BODY, Vhost
 
@@ -204,6 +204,31 @@ def test_srv_route_for_a_domain_without_its_own_autodiscover_name(
     assert any("SRV" in question for question in outlook["asks_user"])
     assert "PROBE-REDIRECT-ELSEWHERE" in codes(report, "info")
     assert status == 1
+
+
+def test_a_moved_domain_sends_every_client_to_the_new_address(
+    lab: Lab, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with lab.running(tmp_path) as (knot, nginx):
+        status, report = probe(
+            capsys,
+            f"jdoe@{MOVED}",
+            "--no-servers",
+            "--config",
+            str(lab.site_file),
+            *lab.probe_args(knot, nginx),
+        )
+    assert codes(report, "warning", "error") == {}, report["findings"]
+    assert status == 0
+    assert MOVED in report["site_file"]  # nothing to compare: the site file says "moved"
+    redirects = codes(report, "info")["PROBE-REDIRECT-ADDRESS"]
+    assert any(f"jdoe@{DOMAIN}" in f["message"] for f in redirects)
+    for name in ("thunderbird", "outlook"):
+        result = client(report, name)
+        assert result["settings"]["incoming"]["login"] == LOGIN, name
+        assert result["settings"]["incoming"]["host"] == f"imap.{DOMAIN}", name
+    (winner,) = chosen(client(report, "thunderbird"))
+    assert winner["target"].startswith(f"https://autoconfig.{DOMAIN}/")  # after the 302
 
 
 def test_starttls_advertised_on_a_port_that_speaks_implicit_tls(
