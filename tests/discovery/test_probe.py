@@ -18,6 +18,7 @@ from tests.fixtures.discovery_lab import ADDRESS as USER
 from tests.fixtures.discovery_lab import ALIAS, DOMAIN, LOGIN, MOVED, Lab, running_lab
 from tests.fixtures.knot import silent_dns
 from tests.fixtures.nginx import NOT_CONFIG_BODY, Vhost
+from tests.fixtures.server import running_server
 
 AUTOCONFIG = f"autoconfig.{DOMAIN}"
 AUTODISCOVER = f"autodiscover.{DOMAIN}"
@@ -229,6 +230,57 @@ def test_a_moved_domain_sends_every_client_to_the_new_address(
         assert result["settings"]["incoming"]["host"] == f"imap.{DOMAIN}", name
     (winner,) = chosen(client(report, "thunderbird"))
     assert winner["target"].startswith(f"https://autoconfig.{DOMAIN}/")  # after the 302
+
+
+def test_thunderbird_finds_the_settings_through_the_mx_host(
+    lab: Lab, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No autoconfig name for the alias domain, but its MX is in the main domain, whose
+    autoconfig host knows the alias: Thunderbird's MX step finds it (and asks the user)."""
+    with lab.running(
+        tmp_path,
+        drop=(f"autoconfig.{ALIAS}.",),
+        extra={ALIAS: f"{ALIAS}. 300 IN MX 10 mx.{DOMAIN}.\n"},
+    ) as (knot, nginx):
+        status, report = probe(
+            capsys,
+            f"jdoe@{ALIAS}",
+            "--client",
+            "thunderbird",
+            "--no-servers",
+            *lab.probe_args(knot, nginx),
+        )
+    tb = client(report, "thunderbird")
+    (winner,) = chosen(tb)
+    assert winner["priority"] == 6
+    assert winner["target"].startswith(f"https://autoconfig.{DOMAIN}/mail/config-v1.1.xml?")
+    assert "emailaddress=jdoe%40example-alias.test" in winner["target"]
+    assert tb["settings"]["incoming"]["login"] == LOGIN
+    assert any("MX" in question for question in tb["asks_user"])
+    assert status in (0, 1)
+
+
+def test_clients_that_end_with_different_settings(
+    lab: Lab, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """autodiscover. is answered by a server with an older site file (IMAPS on port 9993)."""
+    stale = tmp_path / "stale"
+    stale.mkdir()
+    text = lab.site_file.read_text(encoding="utf-8")
+    (stale / "site.toml").write_text(text.replace("port = 993", "port = 9993"))
+    shutil.copy(lab.folder / "users.sqlite", stale / "users.sqlite")
+    with running_server(stale / "site.toml") as old:
+        vhosts = lab.vhosts(
+            {AUTODISCOVER: Vhost((AUTODISCOVER,), lab.autoconfig_cert, upstream=old)}
+        )
+        with lab.running(tmp_path, vhosts=vhosts) as (knot, nginx):
+            status, report = probe(capsys, USER, "--no-servers", *lab.probe_args(knot, nginx))
+    assert status == 1
+    disagree = codes(report, "warning")["PROBE-DISAGREE"]
+    assert any(
+        f["message"].startswith("Thunderbird and Outlook") and "9993" in f["message"]
+        for f in disagree
+    ), disagree
 
 
 def test_starttls_advertised_on_a_port_that_speaks_implicit_tls(
