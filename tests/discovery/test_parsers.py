@@ -38,9 +38,10 @@ def test_any_bytes_give_an_answer_or_a_reason(data: bytes) -> None:
     try:
         answer = parse_response(data)
     except PoxResponseError as exc:
-        assert str(exc)
-    else:
-        assert isinstance(answer, PoxAnswer)
+        error = str(exc)
+        assert error
+        return
+    assert isinstance(answer, PoxAnswer)
 
 
 @given(st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=5000))
@@ -105,10 +106,11 @@ def test_resolver_values(text: str) -> None:
     try:
         server = parse_nameserver(text)
     except InputError as exc:
-        assert "--resolver" in exc.message
-    else:
-        assert isinstance(server, NameServer)
-        assert 0 < server.port < 65536
+        error = exc.message
+        assert "--resolver" in error
+        return
+    assert isinstance(server, NameServer)
+    assert 0 < server.port < 65536
 
 
 @pytest.mark.parametrize(
@@ -131,9 +133,10 @@ def test_connect_to_values(text: str) -> None:
     try:
         rule = parse_connect_to(text)
     except InputError as exc:
-        assert "--connect-to" in exc.message
-    else:
-        assert isinstance(rule, ConnectTo)
+        error = exc.message
+        assert "--connect-to" in error
+        return
+    assert isinstance(rule, ConnectTo)
 
 
 def test_connect_to_rules() -> None:
