@@ -217,7 +217,7 @@ async def request(
     except HttpFailure:
         raise
     except Unreachable as exc:
-        raise HttpFailure(str(exc), "dns" if exc.kind == "dns" else exc.kind) from None  # type: ignore[arg-type]
+        raise HttpFailure(str(exc), exc.kind) from None
     except TimeoutError:
         raise HttpFailure(f"no complete answer within {timeout:g} s", "timeout") from None
     except httpcore.TimeoutException as exc:

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from mailwarden.discovery.resolver import DnsAnswer, DnsStatus, Resolver
 from mailwarden.errors import InputError
@@ -90,7 +92,7 @@ def parse_connect_to(text: str) -> ConnectTo:
 class Unreachable(Exception):
     """No connection could be made; the message says why (DNS, refused, timeout)."""
 
-    def __init__(self, message: str, *, kind: str) -> None:
+    def __init__(self, message: str, *, kind: Literal["dns", "connect", "timeout"]) -> None:
         super().__init__(message)
         self.kind = kind
         """``dns``, ``connect`` or ``timeout``."""
@@ -195,11 +197,13 @@ class Network:
             except TimeoutError:
                 errors.append(f"{hostport(address, target_port)}: no answer in time")
             except OSError as exc:
-                errors.append(f"{hostport(address, target_port)}: {exc.strerror or exc}")
+                # asyncio words a refused connect "Connect call failed (addr)": say why instead.
+                reason = os.strerror(exc.errno) if exc.errno else str(exc)
+                errors.append(f"{hostport(address, target_port)}: {reason}")
             else:
                 return Connected(reader, writer, address, target_port)
-        kind = "timeout" if all("in time" in e for e in errors) else "connect"
-        raise Unreachable("; ".join(errors) + via, kind=kind)
+        timed_out = all("in time" in e for e in errors)
+        raise Unreachable("; ".join(errors) + via, kind="timeout" if timed_out else "connect")
 
 
 def hostport(address: str, port: int) -> str:

@@ -157,9 +157,9 @@ class Resolver:
         started = time.perf_counter()
         qname = absolute(name)
 
-        def done(status: DnsStatus, detail: str = "", **kw: object) -> DnsAnswer:
+        def done(status: DnsStatus, detail: str = "") -> DnsAnswer:
             ms = (time.perf_counter() - started) * 1000
-            return DnsAnswer(qname, rdtype, status, ms=ms, detail=detail, **kw)  # type: ignore[arg-type]
+            return DnsAnswer(qname, rdtype, status, ms=ms, detail=detail)
 
         try:
             answer = await self._resolver.resolve(
@@ -178,15 +178,25 @@ class Resolver:
         response = answer.response
         chain = _cname_chain(response, qname)
         authenticated = bool(response.flags & dns.flags.AD)
+        ms = (time.perf_counter() - started) * 1000
         if answer.rrset is None:
-            return done(DnsStatus.NODATA, cname_chain=chain, authenticated=authenticated)
-        records = tuple(sorted(rdata.to_text().lower() for rdata in answer.rrset))
-        return done(
+            return DnsAnswer(
+                qname,
+                rdtype,
+                DnsStatus.NODATA,
+                cname_chain=chain,
+                authenticated=authenticated,
+                ms=ms,
+            )
+        return DnsAnswer(
+            qname,
+            rdtype,
             DnsStatus.OK,
-            records=records,
+            records=tuple(sorted(rdata.to_text().lower() for rdata in answer.rrset)),
             cname_chain=chain,
             ttl=answer.rrset.ttl,
             authenticated=authenticated,
+            ms=ms,
         )
 
     async def addresses(self, host: str) -> tuple[DnsAnswer, DnsAnswer]:
