@@ -7,7 +7,7 @@ import asyncio
 from pathlib import Path
 
 from mailwarden.address import AddressError, parse_address
-from mailwarden.cli.common import add_config_option, console, formatter
+from mailwarden.cli.common import console, formatter
 from mailwarden.discovery.context import ProbeContext
 from mailwarden.discovery.expected import Expected, expected_settings
 from mailwarden.discovery.net import Network, parse_connect_to
@@ -53,7 +53,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         formatter_class=formatter(),
     )
     parser.add_argument("address", metavar="ADDRESS", help="the e-mail address a user types")
-    add_config_option(parser, required=False)
+    parser.add_argument(
+        "--config",
+        "-c",
+        metavar="FILE",
+        help="the site file: compare what each client ends with to what it says the address "
+        "should get (its directory is asked for the login name; default: no comparison)",
+    )
     parser.add_argument(
         "--resolver",
         metavar="IP[:PORT]",
