@@ -51,6 +51,8 @@ Start here:
   mailwarden check-config site.toml          validate the site file and show what it means
   mailwarden users --config site.toml import users.csv
   mailwarden serve --config site.toml --listen 127.0.0.1:8080 --workers 2
+  mailwarden dns records --config site.toml  the DNS records mail clients need
+  mailwarden probe jane@example.edu          what Thunderbird and Outlook really get
 """
 
 
