@@ -1,4 +1,4 @@
-"""docs/discovery.md explains every finding code ``dns check`` and ``probe`` can report, and no other.
+"""docs/discovery.md explains every finding code ``dns check`` and ``probe`` report, and no other.
 
 Monitoring matches on these codes and operators look them up in the doc, so a code added to one
 of the ``CODES`` dicts without a row in the doc's tables, or a code the doc still names after it
