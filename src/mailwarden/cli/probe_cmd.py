@@ -5,17 +5,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mailwarden.address import AddressError, parse_address
 from mailwarden.cli.common import console, formatter
 from mailwarden.discovery.context import ProbeContext
-from mailwarden.discovery.expected import Expected, expected_settings
 from mailwarden.discovery.net import Network, parse_connect_to
 from mailwarden.discovery.probe import DEFAULT_DEADLINE, ProbeReport, probe
 from mailwarden.discovery.report import probe_json, render_probe
 from mailwarden.discovery.resolver import Resolver, parse_nameserver
 from mailwarden.errors import InputError
-from mailwarden.site import load_site
+
+if TYPE_CHECKING:
+    from mailwarden.discovery.expected import Expected
 
 HELP = """\
 Replay, step by step and with timings, what mail clients do to set up an account for ADDRESS:
@@ -138,7 +140,10 @@ async def _run(args: argparse.Namespace) -> ProbeReport:
     if args.ca_file is not None and not args.ca_file.is_file():
         raise InputError(f"--ca-file {args.ca_file}: no such file")
     expected: Expected | None = None
-    if args.config:
+    if args.config:  # loads the site model and the directory: only when asked for
+        from mailwarden.discovery.expected import expected_settings
+        from mailwarden.site import load_site
+
         expected = await expected_settings(load_site(args.config), address)
     network = Network(
         Resolver(nameserver, timeout=timeout),

@@ -11,16 +11,18 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mailwarden.address import Address
 from mailwarden.discovery import outlook, thunderbird
 from mailwarden.discovery.context import ClientResult, ProbeContext
-from mailwarden.discovery.expected import Expected
 from mailwarden.discovery.mailserver import EndpointResult, MailEndpoint, check_endpoints
 from mailwarden.discovery.settings import ClientSettings, ServerSetting
 from mailwarden.discovery.steps import Outcome, Step
 from mailwarden.findings import Finding, Severity, exit_status
+
+if TYPE_CHECKING:  # the comparison with the site file loads the directory: only when asked
+    from mailwarden.discovery.expected import Expected
 
 DEFAULT_DEADLINE = 20.0
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 
 import dns.asyncresolver
@@ -25,6 +25,7 @@ import dns.resolver
 from mailwarden.errors import InputError
 
 DEFAULT_TIMEOUT = 3.0
+MAX_CNAME_HOPS = 8
 
 
 class DnsStatus(Enum):
@@ -68,13 +69,14 @@ class DnsAnswer:
         if self.status is DnsStatus.OK:
             via = f" (via CNAME {' → '.join(self.cname_chain)})" if self.cname_chain else ""
             return ", ".join(self.records) + via
+        via = f" (via CNAME {' → '.join(self.cname_chain)})" if self.cname_chain else ""
         text = {
             DnsStatus.NXDOMAIN: "no such name (NXDOMAIN)",
             DnsStatus.NODATA: f"no {self.rdtype} record",
             DnsStatus.SERVFAIL: "the resolver failed (SERVFAIL)",
             DnsStatus.TIMEOUT: "no answer in time",
             DnsStatus.ERROR: "error",
-        }[self.status]
+        }[self.status] + via
         return f"{text}: {self.detail}" if self.detail else text
 
 
@@ -154,8 +156,30 @@ class Resolver:
         return f"resolver {self.nameserver}"
 
     async def query(self, name: str, rdtype: str) -> DnsAnswer:
+        """``name``'s records of ``rdtype``, following a CNAME chain the server left unfinished.
+
+        An authoritative server answers a CNAME into another zone with the CNAME alone; a
+        recursive one follows it. Either way the caller gets the end of the chain.
+        """
         started = time.perf_counter()
-        qname = absolute(name)
+        answer = await self._ask(absolute(name), rdtype)
+        for _ in range(MAX_CNAME_HOPS):
+            chain = answer.cname_chain
+            if answer.status is not DnsStatus.NODATA or not chain or rdtype == "CNAME":
+                break
+            if chain[-1] in chain[:-1] or chain[-1] == answer.name:
+                break  # a loop: leave it as the server said it
+            more = await self._ask(chain[-1], rdtype)
+            answer = replace(
+                more,
+                name=answer.name,
+                cname_chain=chain + more.cname_chain,
+                authenticated=answer.authenticated and more.authenticated,
+            )
+        return replace(answer, ms=(time.perf_counter() - started) * 1000)
+
+    async def _ask(self, qname: str, rdtype: str) -> DnsAnswer:
+        started = time.perf_counter()
 
         def done(status: DnsStatus, detail: str = "") -> DnsAnswer:
             ms = (time.perf_counter() - started) * 1000
