@@ -2,7 +2,7 @@
 
 A check returns :class:`Finding` values and nothing else; text, JSON and monitoring renderers only
 format them, and the exit status is derived from the worst one. Codes are stable (``DNS-MISSING``,
-``PROBE-TLS-NAME``…): docs/discovery.md explains each one, and monitoring may match on them.
+``PROBE-TLS``…): docs/discovery.md explains each one, and monitoring may match on them.
 """
 
 from __future__ import annotations

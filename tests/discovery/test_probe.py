@@ -68,7 +68,7 @@ def test_good_site_every_client_ends_with_the_site_settings(
         )
     assert codes(report, "warning", "error") == {}, report["findings"]
     assert status == 0
-    assert report["site_file"] == ""  # compared with the site file, which has the user
+    assert report["site_file"] == "compared"  # the site file has the user
 
     tb = client(report, "thunderbird")
     (winner,) = chosen(tb)
@@ -163,6 +163,52 @@ def test_certificate_without_the_autoconfig_name(
     assert "mismatch" in finding["message"].lower() or AUTOCONFIG in finding["message"]
     # Outlook does not use autoconfig.: it still gets its settings.
     assert client(report, "outlook")["settings"] is not None
+
+
+def test_one_certificate_strategy_is_a_note_not_an_error(
+    lab: Lab, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The alias domain's names are served over plain HTTP only; the TLS port refuses them
+    (no certificate for them), as the SRV/plain-HTTP strategies of 'dns records' intend."""
+    plain = {
+        name: Vhost((name,), None, upstream=lab.upstream)
+        for name in (f"autoconfig.{ALIAS}", f"autodiscover.{ALIAS}")
+    }
+    with lab.running(tmp_path, vhosts=lab.vhosts(plain)) as (knot, nginx):
+        status, report = probe(
+            capsys,
+            f"jdoe@{ALIAS}",
+            "--client",
+            "thunderbird",
+            "--no-servers",
+            *lab.probe_args(knot, nginx),
+        )
+    refused = codes(report, "info")["PROBE-NO-HTTPS"]
+    assert any(f["subject"].startswith(f"https://autoconfig.{ALIAS}/") for f in refused)
+    assert "PROBE-TLS" not in codes(report)
+    assert "PROBE-HTTP-ONLY" in codes(report, "warning")
+    assert status == 1
+
+
+def test_outlook_users_see_a_certificate_warning(
+    lab: Lab, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    wrong = lab.ca.issue(f"mail.{DOMAIN}")
+    vhosts = lab.vhosts({AUTODISCOVER: Vhost((AUTODISCOVER,), wrong, upstream=lab.upstream)})
+    with lab.running(tmp_path, vhosts=vhosts) as (knot, nginx):
+        status, report = probe(
+            capsys, USER, "--client", "outlook", "--no-servers", *lab.probe_args(knot, nginx)
+        )
+    assert status == 2
+    outlook = client(report, "outlook")
+    assert any(
+        "certificate warning" in question and AUTODISCOVER in question
+        for question in outlook["asks_user"]
+    ), outlook["asks_user"]
+    assert any(
+        f["subject"].startswith(f"https://{AUTODISCOVER}/")
+        for f in codes(report, "error")["PROBE-TLS"]
+    )
 
 
 def test_no_autodiscover_name_and_no_srv_leaves_outlook_without_settings(

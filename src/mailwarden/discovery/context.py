@@ -98,7 +98,7 @@ async def http_step(
             ms=timer.elapsed(),
             started_ms=timer.started,
             priority=priority,
-            tls=exc.message if exc.kind == "tls" else None,
+            tls=exc.message if exc.kind.startswith("tls") else None,
             failure=exc.kind,
         )
         return Exchange(step, None)

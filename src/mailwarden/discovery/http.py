@@ -23,7 +23,12 @@ from mailwarden.discovery.net import Network, Unreachable, hostport
 MAX_BODY = 256 * 1024
 """Autoconfig and Autodiscover documents are a few kB; anything beyond this is refused."""
 
-FailureKind = Literal["dns", "connect", "timeout", "tls", "too-large", "protocol"]
+FailureKind = Literal[
+    "dns", "connect", "timeout", "tls", "tls-refused", "tls-handshake", "too-large", "protocol"
+]
+"""``tls``: the certificate was not accepted; ``tls-refused``: the server declined TLS for this
+name (no certificate for it, as a one-certificate autoconfig host should); ``tls-handshake``:
+any other handshake failure (plain HTTP on the TLS port, no protocol version in common)."""
 
 
 class HttpFailure(Exception):
@@ -133,19 +138,21 @@ _TLS_REASONS = {
 }
 
 
-def _tls_failure(exc: BaseException) -> str | None:
+_REFUSALS = {"TLSV1_UNRECOGNIZED_NAME"}
+
+
+def _tls_failure(exc: BaseException) -> HttpFailure | None:
     seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, ssl.SSLCertVerificationError):
-            return f"certificate not accepted: {seen.verify_message or seen.reason}"
+            reason = seen.verify_message or seen.reason
+            return HttpFailure(f"certificate not accepted: {reason}", "tls")
         if isinstance(seen, ssl.SSLError):
             reason = seen.reason or str(seen)
             explained = _TLS_REASONS.get(reason)
-            return (
-                f"TLS handshake failed: {explained} ({reason})"
-                if explained
-                else (f"TLS handshake failed: {reason}")
-            )
+            text = f"{explained} ({reason})" if explained else reason
+            kind: FailureKind = "tls-refused" if reason in _REFUSALS else "tls-handshake"
+            return HttpFailure(f"TLS handshake failed: {text}", kind)
         seen = seen.__cause__ or seen.__context__
     return None
 
@@ -225,14 +232,14 @@ async def request(
             f"no complete answer within {timeout:g} s ({_reason(exc)})", "timeout"
         ) from None
     except (httpcore.ConnectError, ssl.SSLError, OSError) as exc:
-        tls_text = _tls_failure(exc)
-        if tls_text is not None:
-            raise HttpFailure(tls_text, "tls") from None
+        refused = _tls_failure(exc)
+        if refused is not None:
+            raise refused from None
         raise HttpFailure(f"connection failed: {_reason(exc)}", "connect") from None
     except (httpcore.ProtocolError, httpcore.NetworkError, httpcore.UnsupportedProtocol) as exc:
-        tls_text = _tls_failure(exc)
-        if tls_text is not None:
-            raise HttpFailure(tls_text, "tls") from None
+        refused = _tls_failure(exc)
+        if refused is not None:
+            raise refused from None
         raise HttpFailure(f"not a valid HTTP answer: {_reason(exc)}", "protocol") from None
 
 

@@ -121,6 +121,11 @@ async def _post(
                 )
                 result = _Answer(answer, followed.url)
     if last.outcome is Outcome.FAILED:
+        if last.failure == "tls" and run.reader == "outlook":
+            run.asks.append(
+                f"a certificate warning for {host_of(last.target)} ({last.detail}): Outlook "
+                "asks whether to go on with a certificate it cannot verify"
+            )
         if last.failure == "tls" and not meant_for_clients and run.reader == "outlook":
             run.findings.append(
                 Finding(
@@ -316,7 +321,10 @@ def _result(
             if run.steps[index].target == source and run.steps[index].outcome is Outcome.OK:
                 run.steps[index] = replace(run.steps[index], chosen=True)
                 break
-        if host_of(source) not in (address.domain, f"autodiscover.{address.domain}"):
+        own = (address.domain, f"autodiscover.{address.domain}")
+        # Autodiscover v2 names the POX URL itself; whether the cloud service asks anybody
+        # before using another host is not known, so only the classic clients get this note.
+        if run.client != "autodiscover-json" and host_of(source) not in own:
             run.findings.append(
                 Finding(
                     Severity.INFO,

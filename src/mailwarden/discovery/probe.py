@@ -244,6 +244,6 @@ async def probe(
         tuple(results),
         servers,
         tuple(findings),
-        expected.note if expected is not None else "not compared (no --config)",
+        (expected.note or "compared") if expected is not None else "not compared (no --config)",
         ctx.clock.now(),
     )

@@ -91,7 +91,7 @@ def print_findings(console: Console, findings: Sequence[Finding]) -> None:
 def render_probe(report: ProbeReport, console: Console) -> None:
     console.print(
         f"[bold]Probe of {escape(report.address)}[/] ({escape(report.resolver)}; "
-        f"{report.ms / 1000:.2f} s; site file: {escape(report.expected_note or 'compared')})",
+        f"{report.ms / 1000:.2f} s; site file: {escape(report.expected_note)})",
         soft_wrap=True,
     )
     for result in report.clients:

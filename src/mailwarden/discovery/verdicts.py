@@ -16,14 +16,19 @@ CODES: dict[str, str] = {
     "PROBE-HTTP-ONLY": "Thunderbird found its settings only over plain HTTP. Anyone on the path "
     "can change them, and the autoconfig draft says the user must confirm such a configuration. "
     "Serve https://autoconfig.<domain>/ with a certificate for that name.",
-    "PROBE-TLS": "An HTTPS URL a client asks failed TLS verification (expired, wrong name, "
-    "untrusted chain). The client skips it (Thunderbird) or shows a certificate warning "
-    "(Outlook on the bare domain).",
+    "PROBE-TLS": "An HTTPS URL a client asks failed TLS: the certificate was not accepted "
+    "(expired, wrong name, untrusted chain) or the handshake failed (plain HTTP on the TLS port, "
+    "no TLS version in common). Thunderbird skips the URL; Outlook shows the user a certificate "
+    "warning.",
+    "PROBE-NO-HTTPS": "A host refused TLS for this name (it has no certificate for it). That is "
+    "right for a one-certificate autoconfig host (the SRV or plain-HTTP strategy of "
+    "'mailwarden dns records'): clients move on without a warning.",
     "PROBE-CONTENT-TYPE": "An autoconfig URL answered 200 with a content type that is not XML. "
     "Thunderbird then reads the body as text and fails with 'no emailProvider'.",
     "PROBE-BAD-DOCUMENT": "A URL answered 200, but the body is not a document the client can use "
     "(not well-formed, wrong root element, no incoming or outgoing server).",
-    "PROBE-TIMEOUT": "A server accepted the connection but did not answer in time. The client "
+    "PROBE-TIMEOUT": "A server did not accept the connection, or accepted it and did not answer, "
+    "in time. The client "
     "waits that long before it tries the next way.",
     "PROBE-TOO-LARGE": "The answer was larger than any autoconfig document should be; it was "
     "not read.",
@@ -66,6 +71,18 @@ def step_findings(label: str, step: Step, *, meant_for_clients: bool) -> list[Fi
                 "(or the --ca-file CA), with its intermediates",
             )
         ]
+    if failure == "tls-handshake":
+        return [
+            Finding(
+                Severity.WARNING,
+                "PROBE-TLS",
+                where,
+                f"{label}: {step.detail}",
+                "speak TLS 1.2 or newer on port 443 for this name, or refuse the connection",
+            )
+        ]
+    if failure == "tls-refused":
+        return [Finding(Severity.INFO, "PROBE-NO-HTTPS", where, f"{label}: {step.detail}")]
     if failure == "timeout":
         return [Finding(Severity.WARNING, "PROBE-TIMEOUT", where, f"{label}: {step.detail}")]
     if failure == "too-large":
