@@ -49,6 +49,8 @@ bench: $(BIN)/.installed   # bench/autoconfig.sh installs packaging/debian-bench
 	@bash scripts/install-debian-packages.sh packaging/debian-test.txt   # redis-server
 	$(BIN)/python -m bench.guard_sim
 	$(BIN)/python -m bench.guard_throughput
+	@bash scripts/install-debian-packages.sh packaging/debian-test.txt packaging/debian-bench.txt   # the lab: knot, nginx, dovecot, postfix; the peer: curl, dig, openssl
+	$(BIN)/python -m bench.probe
 
 clean:
 	rm -rf $(VENV) var build dist .mypy_cache .ruff_cache .pytest_cache .hypothesis
