@@ -58,6 +58,9 @@ def step_findings(label: str, step: Step, *, meant_for_clients: bool) -> list[Fi
     """Findings for a failed step; ``meant_for_clients``: the host is one that should serve
     mail clients (autoconfig./autodiscover./an SRV target), so failures there are errors."""
     serious = Severity.ERROR if meant_for_clients else Severity.WARNING
+    # A bare domain's web server answering 200 with its own page is common and harmless:
+    # clients move on. Only the hosts meant for clients must answer with a document.
+    wrong_answer = Severity.ERROR if meant_for_clients else Severity.INFO
     failure = step.failure
     where = step.target
     if failure == "tls":
@@ -92,7 +95,7 @@ def step_findings(label: str, step: Step, *, meant_for_clients: bool) -> list[Fi
     if failure == "content-type":
         return [
             Finding(
-                serious,
+                wrong_answer,
                 "PROBE-CONTENT-TYPE",
                 where,
                 f"{label}: {step.detail}",
@@ -100,7 +103,7 @@ def step_findings(label: str, step: Step, *, meant_for_clients: bool) -> list[Fi
             )
         ]
     if failure == "document":
-        return [Finding(serious, "PROBE-BAD-DOCUMENT", where, f"{label}: {step.detail}")]
+        return [Finding(wrong_answer, "PROBE-BAD-DOCUMENT", where, f"{label}: {step.detail}")]
     if failure == "dns" and ("SERVFAIL" in step.detail or "in time" in step.detail):
         return [Finding(Severity.WARNING, "PROBE-DNS", where, f"{label}: {step.detail}")]
     return []
