@@ -14,9 +14,13 @@ from typing import Any
 
 
 class Severity(Enum):
-    """How bad a finding is; ``rank`` is also the exit status it leads to."""
+    """How bad a finding is. ``rank`` orders them (worst highest); ``exit_code`` is what a
+    monitoring system reads (the Nagios plugin convention: 0 OK, 1 WARNING, 2 CRITICAL,
+    3 UNKNOWN)."""
 
     INFO = "info"
+    UNKNOWN = "unknown"
+    """The check could not tell (a responder unreachable, no IPv6 route from here)."""
     WARNING = "warning"
     ERROR = "error"
 
@@ -24,8 +28,13 @@ class Severity(Enum):
     def rank(self) -> int:
         return _RANK[self]
 
+    @property
+    def exit_code(self) -> int:
+        return _EXIT[self]
 
-_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.ERROR: 2}
+
+_RANK = {Severity.INFO: 0, Severity.UNKNOWN: 1, Severity.WARNING: 2, Severity.ERROR: 3}
+_EXIT = {Severity.INFO: 0, Severity.UNKNOWN: 3, Severity.WARNING: 1, Severity.ERROR: 2}
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +58,11 @@ class Finding:
         }
 
 
+def worst(findings: Iterable[Finding]) -> Severity:
+    return max((f.severity for f in findings), key=lambda s: s.rank, default=Severity.INFO)
+
+
 def exit_status(findings: Iterable[Finding]) -> int:
-    """0 nothing worse than information, 1 warnings, 2 errors."""
-    return max((f.severity.rank for f in findings), default=0)
+    """0 nothing worse than information, 1 warnings, 2 errors, 3 only "could not tell"
+    (an error or a warning wins over unknown, as monitoring plugins do)."""
+    return worst(findings).exit_code

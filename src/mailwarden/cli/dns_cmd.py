@@ -14,6 +14,7 @@ from rich.table import Table
 from mailwarden.cli.common import console, formatter, print_json
 from mailwarden.discovery.check import CheckReport, check_published
 from mailwarden.discovery.records import MAX_TTL, check_ttl, render_zone, to_json, wanted_records
+from mailwarden.discovery.report import SEVERITY_STYLE
 from mailwarden.discovery.resolver import DEFAULT_TIMEOUT, Resolver, parse_nameserver
 from mailwarden.errors import InputError
 from mailwarden.findings import Severity
@@ -60,8 +61,6 @@ reaches the wrong server) or unusable arguments.
   mailwarden dns check -c site.toml --resolver 127.0.0.1:5353 --timeout 1
   mailwarden dns check -c site.toml --format json
 """
-
-SEVERITY_STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}
 
 
 def _config_option(parser: argparse.ArgumentParser, default: object) -> None:

@@ -24,11 +24,13 @@ _MARK = {
     Outcome.SKIPPED: "[dim]–[/]",
     Outcome.NOTICE: "[yellow]![/]",
 }
-_SEVERITY = {
-    Severity.INFO: "[cyan]info[/]",
-    Severity.WARNING: "[yellow]warning[/]",
-    Severity.ERROR: "[bold red]error[/]",
+SEVERITY_STYLE = {
+    Severity.ERROR: "bold red",
+    Severity.WARNING: "yellow",
+    Severity.UNKNOWN: "magenta",
+    Severity.INFO: "cyan",
 }
+"""The one colour of each severity on a terminal, for every report."""
 
 
 def _setting(role: str, server: ServerSetting | None) -> str:
@@ -75,7 +77,8 @@ def print_findings(console: Console, findings: Sequence[Finding]) -> None:
     """One heading line per finding (severity, code, what it is about), then its text."""
     for finding in findings:
         console.print(
-            f"{_SEVERITY[finding.severity]} [bold]{finding.code}[/] {escape(finding.subject)}",
+            f"[{SEVERITY_STYLE[finding.severity]}]{finding.severity.value}[/] "
+            f"[bold]{finding.code}[/] {escape(finding.subject)}",
             soft_wrap=True,
         )
         console.print(f"    {escape(finding.message)}", soft_wrap=True)
