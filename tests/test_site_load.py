@@ -83,7 +83,7 @@ def test_unknown_key_names_line_key_and_value() -> None:
 def test_unknown_top_level_section() -> None:
     message = load_error(BASE + "[sever]\nmax_body_bytes = 1\n")
     assert message.startswith(f"site.toml:{DOMAIN_LINE + 2}: sever: unknown key 'sever'; ")
-    assert "expected one of: directory, domains, " in message
+    assert "expected one of: audit, directory, domains, " in message
     assert ", server, services" in message
 
 
@@ -387,3 +387,15 @@ def test_check_config_prints_markup_like_names_verbatim(tmp_path: Path) -> None:
     result = check_config(str(site))
     assert result.returncode == 0, result.stderr
     assert "is valid: [/] Example [bold]" in result.stdout
+
+
+def test_audit_thresholds_in_order() -> None:
+    message = load_error(BASE + "[audit]\nwarn_days = 10\ncritical_days = 20\n")
+    assert message.startswith(f"site.toml:{DOMAIN_LINE + 4}: audit.critical_days: ")
+    assert "below warn_days" in message
+
+
+def test_audit_ca_file_is_relative_to_the_site_file(tmp_path: Path) -> None:
+    site_file = tmp_path / "site.toml"
+    site_file.write_text(BASE + '[audit]\nca_file = "internal-ca.pem"\n', encoding="utf-8")
+    assert load_site(site_file).audit.ca_file == tmp_path / "internal-ca.pem"

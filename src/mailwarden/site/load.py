@@ -223,6 +223,12 @@ def parse_site(text: str, *, source: str = "site.toml", base_dir: Path | None = 
             site.model_post_init(None)
     if base_dir is not None:
         site = _resolve_profile_paths(site, base_dir)
+        ca_file = site.audit.ca_file
+        if ca_file is not None and not ca_file.is_absolute():
+            site = site.model_copy(
+                update={"audit": site.audit.model_copy(update={"ca_file": base_dir / ca_file})}
+            )
+            site.model_post_init(None)
     return site
 
 

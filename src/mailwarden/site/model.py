@@ -427,6 +427,51 @@ class ProfileSettings(_Model):
         return self
 
 
+class AuditEndpoint(_Model):
+    """An endpoint the site file does not otherwise name (``[[audit.endpoints]]``): a webmail
+    host, an outbound relay, a second MX pool."""
+
+    host: Hostname
+    port: int = Field(ge=1, le=65535)
+    protocol: Literal["https", "imap", "pop3", "smtp"]
+    tls: Literal["implicit", "starttls"] = "implicit"
+
+
+class AuditSettings(_Model):
+    """``mailwarden audit`` (``[audit]``): what else to look at, thresholds and manners."""
+
+    endpoints: tuple[AuditEndpoint, ...] = ()
+    mx: bool = True
+    """Audit the MX hosts of every served domain (port 25, STARTTLS), as found in DNS."""
+    warn_days: int = Field(default=30, ge=1, le=3650)
+    """A certificate (leaf or intermediate) that expires within this many days is a warning."""
+    critical_days: int = Field(default=14, ge=0, le=3650)
+    """... within this many days, critical."""
+    ca_file: Path | None = None
+    """PEM roots to trust instead of the system store (an internal CA)."""
+    connections_per_server: int = Field(default=2, ge=1, le=16)
+    """At most this many connections to one server address at a time."""
+    timeout: float = Field(default=10.0, gt=0, le=120)
+    """Seconds one connection (dialogue and handshake) may take."""
+    deadline: float = Field(default=300.0, gt=0, le=3600)
+    """Seconds the whole audit may take; what is not done by then is reported as unknown."""
+    ehlo_name: Hostname | None = None
+    """The name the audit gives in SMTP EHLO (default: this machine's fully qualified name)."""
+    legacy_versions: bool = True
+    """Also try TLS 1.0 and 1.1 (one extra handshake each per endpoint)."""
+
+    @model_validator(mode="after")
+    def _thresholds(self) -> AuditSettings:
+        if self.critical_days >= self.warn_days:
+            raise KeyedValueError(
+                f"critical_days ({self.critical_days}) must be below warn_days "
+                f"({self.warn_days})",
+                ("critical_days",),
+                self.critical_days,
+            )
+        return self
+
+
 class DomainView:
     """A served name (canonical domain or alias) resolved to its configuration."""
 
@@ -461,6 +506,7 @@ class Site(_Model):
     server: ServerSettings = Field(default_factory=ServerSettings)
     profiles: ProfileSettings = Field(default_factory=ProfileSettings)
     guard: GuardConfig | None = None
+    audit: AuditSettings = Field(default_factory=AuditSettings)
 
     _index: dict[str, DomainView] = PrivateAttr(default_factory=dict)
 
