@@ -173,10 +173,12 @@ class AuditReport:
     certificates: dict[str, tuple[CertificateInfo, ...]] = field(default_factory=dict)
     """Per endpoint label, the chain it presented."""
     notes: tuple[str, ...] = ()
+    general: tuple[Finding, ...] = ()
+    """Findings about no single endpoint (a host without an address, unreadable MX records)."""
 
     def findings(self) -> list[Finding]:
         """Every finding, worst first."""
-        found = [f for r in self.results for f in r.findings]
+        found = [*self.general, *(f for r in self.results for f in r.findings)]
         return sorted(found, key=lambda f: -f.severity.rank)
 
     @property
