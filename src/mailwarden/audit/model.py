@@ -175,6 +175,9 @@ class AuditReport:
     notes: tuple[str, ...] = ()
     general: tuple[Finding, ...] = ()
     """Findings about no single endpoint (a host without an address, unreadable MX records)."""
+    warn_days: int = 30
+    critical_days: int = 14
+    """The expiry thresholds the audit used (the reports show them, Nagios perfdata needs them)."""
 
     def findings(self) -> list[Finding]:
         """Every finding, worst first."""
