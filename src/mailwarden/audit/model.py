@@ -95,10 +95,15 @@ class Observation:
     mechanisms_before_tls: tuple[str, ...] = ()
     mechanisms: tuple[str, ...] = ()
     """SASL mechanisms offered after TLS (upper case)."""
+    capabilities_after_tls: tuple[str, ...] | None = None
+    """The capability keywords after TLS; None when they could not be read (then an empty
+    ``mechanisms`` means "unknown", not "none offered")."""
     plaintext_auth_before_tls: tuple[str, ...] = ()
     """What would send a password in clear before TLS (``AUTH=PLAIN``, ``LOGIN``, ``USER``…)."""
     legacy_versions: tuple[str, ...] = ()
     """Protocol versions below TLS 1.2 the server still accepts (``TLSv1``, ``TLSv1.1``)."""
+    legacy_probed: bool = False
+    """Whether TLS 1.0 and 1.1 were tried at all (``--no-legacy`` skips them)."""
     ms: float = 0.0
 
     @property

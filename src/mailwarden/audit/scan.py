@@ -438,6 +438,7 @@ class _Seen:
     staple: bytes | None = None
     before: Capabilities | None = None
     mechanisms: tuple[str, ...] = ()
+    after: tuple[str, ...] | None = None
     plaintext: tuple[str, ...] = ()
     failure: _Failure | None = None
 
@@ -562,6 +563,7 @@ def _session(
             if full:
                 after = dialect.capabilities(wire)
                 seen.mechanisms = after.mechanisms if after is not None else ()
+                seen.after = after.words if after is not None else None
             _goodbye(wire, dialect)
         except (_Failure, ProtocolError):
             # The TLS session was made and what it showed stands; without the capabilities
@@ -637,6 +639,8 @@ def scan(
         mechanisms=seen.mechanisms,
         plaintext_auth_before_tls=seen.plaintext,
         legacy_versions=versions,
+        legacy_probed=legacy and failure is None,
+        capabilities_after_tls=seen.after,
         ms=(time.monotonic() - started) * 1000,
     )
 

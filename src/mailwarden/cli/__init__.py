@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "lint": "lint_cmd",
     "dns": "dns_cmd",
     "probe": "probe_cmd",
+    "audit": "audit_cmd",
 }
 """Command word → the module under ``mailwarden.cli`` that registers it. Only the module of the
 command being run is imported (a probe or a lint does not load the server, SQLAlchemy or the
@@ -59,6 +60,7 @@ Start here:
   mailwarden serve --config site.toml --listen 127.0.0.1:8080 --workers 2
   mailwarden dns records --config site.toml  the DNS records mail clients need
   mailwarden probe jane@example.edu          what Thunderbird and Outlook really get
+  mailwarden audit --config site.toml        TLS, certificates, revocation on every endpoint
 """
 
 

@@ -464,8 +464,7 @@ class AuditSettings(_Model):
     def _thresholds(self) -> AuditSettings:
         if self.critical_days >= self.warn_days:
             raise KeyedValueError(
-                f"critical_days ({self.critical_days}) must be below warn_days "
-                f"({self.warn_days})",
+                f"critical_days ({self.critical_days}) must be below warn_days ({self.warn_days})",
                 ("critical_days",),
                 self.critical_days,
             )

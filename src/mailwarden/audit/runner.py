@@ -1,0 +1,185 @@
+"""One audit, start to end: endpoints → observations → revocation → checks → report.
+
+The only place that knows the order of the phases. Each phase is bounded: the scanner by the
+per-connection timeout and the deadline, the revocation look-ups by the timeout (at most one per
+distinct certificate, a few at a time), the checks are pure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import socket
+import time
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+
+from mailwarden.audit.checks import (
+    CHECKS,
+    CheckContext,
+    certificate_infos,
+    fingerprint,
+    leaf_and_issuer,
+    load_trust,
+)
+from mailwarden.audit.endpoints import find_endpoints
+from mailwarden.audit.model import AuditReport, CertificateInfo, CheckResult, Observation
+from mailwarden.audit.revocation import CrlCache, Revocation, check_revocation, http_fetch
+from mailwarden.audit.scan import scan_all
+from mailwarden.discovery.net import Network
+from mailwarden.discovery.resolver import Resolver
+from mailwarden.errors import InputError
+from mailwarden.site.model import Site
+
+REVOCATION_PARALLEL = 8
+"""Responders and CRL servers are shared by many certificates: ask them a few at a time."""
+
+
+@dataclass(frozen=True, slots=True)
+class AuditOptions:
+    only: frozenset[str] | None = None
+    """Check names to run (None: all)."""
+    ca_file: Path | None = None
+    timeout: float = 10.0
+    deadline: float = 300.0
+    per_server: int = 2
+    ehlo_name: str | None = None
+    legacy: bool = True
+    warn_days: int = 30
+    critical_days: int = 14
+
+    @classmethod
+    def from_site(cls, site: Site, **overrides: object) -> AuditOptions:
+        settings = site.audit
+        values: dict[str, object] = {
+            "ca_file": settings.ca_file,
+            "timeout": settings.timeout,
+            "deadline": settings.deadline,
+            "per_server": settings.connections_per_server,
+            "ehlo_name": settings.ehlo_name,
+            "legacy": settings.legacy_versions,
+            "warn_days": settings.warn_days,
+            "critical_days": settings.critical_days,
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)  # type: ignore[arg-type]
+
+
+def check_names(text: str) -> frozenset[str]:
+    """``--only chain,expiry``: known check names, or an error naming the known ones."""
+    names = frozenset(part.strip() for part in text.split(",") if part.strip())
+    unknown = sorted(names - set(CHECKS))
+    if unknown or not names:
+        raise InputError(
+            f"--only {text!r}: unknown check(s) {', '.join(unknown) or '(none given)'}; "
+            f"known: {', '.join(CHECKS)}"
+        )
+    return names
+
+
+async def _revocations(
+    observations: Collection[Observation],
+    trust: tuple[x509.Certificate, ...],
+    network: Network,
+    now: datetime.datetime,
+    timeout: float,
+) -> dict[str, Revocation]:
+    """One revocation look-up per distinct leaf (by SHA-256), the issuer from its chain."""
+    pairs: dict[str, tuple[x509.Certificate, x509.Certificate]] = {}
+    for observation in observations:
+        if not observation.chain:
+            continue
+        key = fingerprint(observation.chain[0])
+        if key in pairs:
+            continue
+        pair = leaf_and_issuer(observation.chain, trust)
+        if pair is not None:  # else the chain check reports what is wrong with the chain
+            pairs[key] = pair
+    fetch = http_fetch(network, timeout=timeout)
+    gate = asyncio.Semaphore(REVOCATION_PARALLEL)
+    crls = CrlCache()  # many certificates, one CA: its CRL is fetched once
+
+    async def one(leaf: x509.Certificate, issuer: x509.Certificate) -> Revocation:
+        async with gate:
+            return await check_revocation(
+                leaf, issuer, fetch, now=now, timeout=timeout, crl_cache=crls
+            )
+
+    keys = list(pairs)
+    verdicts = await asyncio.gather(*(one(*pairs[k]) for k in keys))
+    return dict(zip(keys, verdicts, strict=True))
+
+
+def default_ehlo_name() -> str:
+    name = socket.getfqdn()
+    return name if "." in name else f"{name}.invalid"
+
+
+async def run_audit(
+    site: Site,
+    site_path: str,
+    resolver: Resolver,
+    options: AuditOptions,
+    *,
+    progress: Callable[[Observation], None] | None = None,
+    on_endpoints: Callable[[int], None] | None = None,
+) -> AuditReport:
+    started = time.perf_counter()
+    now = datetime.datetime.now(datetime.UTC)
+    try:
+        trust = load_trust(options.ca_file)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    discovered = await find_endpoints(site, resolver)
+    endpoints = discovered.endpoints
+    if on_endpoints is not None:
+        on_endpoints(len(endpoints))
+    left = max(options.deadline - (time.perf_counter() - started), 1.0)
+    observations = await scan_all(
+        endpoints,
+        timeout=options.timeout,
+        deadline=left,
+        per_server=options.per_server,
+        ehlo_name=options.ehlo_name or default_ehlo_name(),
+        legacy=options.legacy,
+        progress=progress,
+    )
+    wanted = options.only or frozenset(CHECKS)
+    revocation: dict[str, Revocation] = {}
+    if wanted & {"revocation", "stapling"}:
+        network = Network(resolver, connect_timeout=options.timeout)
+        revocation = await _revocations(observations, trust, network, now, options.timeout)
+    context = CheckContext(
+        now=now,
+        trust=trust,
+        warn_days=options.warn_days,
+        critical_days=options.critical_days,
+        revocation=revocation,
+    )
+    groups: dict[tuple[str, int, str, str], list[Observation]] = {}
+    for observation in observations:
+        e = observation.endpoint
+        groups.setdefault((e.host, e.port, e.protocol, e.tls), []).append(observation)
+    results: list[CheckResult] = []
+    for name, check in CHECKS.items():
+        if name in wanted:
+            for group in groups.values():
+                results += check(group, context)
+    certificates: dict[str, tuple[CertificateInfo, ...]] = {
+        o.endpoint.label: certificate_infos(o.chain, now) for o in observations if o.chain
+    }
+    return AuditReport(
+        started=now.isoformat(timespec="seconds"),
+        seconds=time.perf_counter() - started,
+        site=site_path,
+        endpoints=tuple(endpoints),
+        observations=tuple(observations),
+        results=tuple(results),
+        certificates=certificates,
+        general=tuple(discovered.findings),
+        warn_days=options.warn_days,
+        critical_days=options.critical_days,
+    )

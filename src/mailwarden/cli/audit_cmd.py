@@ -1,0 +1,195 @@
+"""``mailwarden audit``: TLS, certificates, revocation, dual stack and AUTH on every endpoint."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from mailwarden.cli.common import console, err_console, formatter
+from mailwarden.errors import InputError
+
+HELP = """\
+Audit every endpoint the site depends on: each IMAP/POP3/SMTP server of the site file, the
+autoconfig host, the MX hosts of every domain (from DNS) and [[audit.endpoints]], per name x
+every A and AAAA address x port. Each is connected to as configured (implicit TLS or STARTTLS,
+at most 2 connections per server at a time) and checked:
+
+  handshake    TLS (or STARTTLS) works; busy answers (421, greylisting) are unknown, not broken
+  chain        complete and trusted (system store, or [audit] ca_file / --ca-file)
+  name         every name that points at the endpoint is in the certificate
+  expiry       leaf and intermediates (warning 30 days, critical 14 days; [audit] to change)
+  keys         RSA below 2048 bits, SHA-1 signatures
+  protocols    TLS 1.0/1.1 still accepted
+  revocation   OCSP (signature and freshness verified), else the CRL
+  stapling     a must-staple certificate without a staple; HTTPS without stapling (note)
+  dualstack    an AAAA address that does not answer, a different certificate per family
+  auth         passwords accepted in clear before TLS; the mechanisms after TLS
+
+Examples:
+  mailwarden audit --config /etc/mailwarden/site.toml
+  mailwarden audit -c site.toml --only expiry,revocation --format nagios
+  mailwarden audit -c site.toml --format html --output /var/www/audit/index.html
+  mailwarden audit -c site.toml --format json --prometheus /var/lib/node_exporter/mailwarden.prom
+
+Exit status (the monitoring-plugin convention): 0 all good (or only notes), 1 warnings,
+2 critical findings or unusable input, 3 unknown (something could not be checked).
+Every finding code is explained in docs/audit.md.
+"""
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "audit",
+        help="audit TLS, certificates, revocation, dual stack and AUTH on every endpoint",
+        description=HELP,
+        formatter_class=formatter(),
+    )
+    parser.add_argument(
+        "--config", "-c", metavar="FILE", required=True, help="the site file (site.toml)"
+    )
+    parser.add_argument(
+        "--only",
+        metavar="CHECKS",
+        help="run only these checks, comma-separated (e.g. expiry,revocation; default: all)",
+    )
+    parser.add_argument(
+        "--format",
+        choices=("text", "json", "html", "nagios"),
+        default="text",
+        help="text for people, json for scripts, html for a browser, nagios for "
+        "Nagios/Icinga (short first line, perfdata, exit 0-3); default: text",
+    )
+    parser.add_argument(
+        "--output",
+        metavar="FILE",
+        type=Path,
+        help="write the report to FILE instead of standard output (written whole, then "
+        "renamed into place)",
+    )
+    parser.add_argument(
+        "--prometheus",
+        metavar="FILE",
+        type=Path,
+        help="also write metrics for node_exporter's textfile collector to FILE",
+    )
+    parser.add_argument(
+        "--ca-file",
+        metavar="PEM",
+        type=Path,
+        help="trust only these CA certificates (default: [audit] ca_file, else the system store)",
+    )
+    parser.add_argument(
+        "--resolver",
+        metavar="IP[:PORT]",
+        help="ask this DNS server for every name (default: the system resolver)",
+    )
+    parser.add_argument(
+        "--timeout",
+        metavar="SECONDS",
+        type=float,
+        help="longest one connection may take (default: [audit] timeout, else 10)",
+    )
+    parser.add_argument(
+        "--deadline",
+        metavar="SECONDS",
+        type=float,
+        help="longest the whole audit may take (default: [audit] deadline, else 300)",
+    )
+    parser.add_argument(
+        "--no-legacy",
+        action="store_true",
+        help="do not try TLS 1.0/1.1 (saves two handshakes per endpoint)",
+    )
+    parser.set_defaults(func=run)
+
+
+def _seconds(value: float | None, option: str) -> float | None:
+    if value is not None and not 0 < value <= 3600:
+        raise InputError(f"{option} {value:g}: give seconds between 0 and 3600")
+    return value
+
+
+def _write(path: Path, text: str) -> None:
+    """Whole or not at all: a monitoring system never reads half a report."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    from mailwarden.audit.report.html import render_html
+    from mailwarden.audit.report.json import to_json
+    from mailwarden.audit.report.nagios import render_nagios
+    from mailwarden.audit.report.prometheus import render_prometheus
+    from mailwarden.audit.report.text import render_text
+    from mailwarden.audit.runner import AuditOptions, check_names, run_audit
+    from mailwarden.discovery.resolver import Resolver, parse_nameserver
+    from mailwarden.site import load_site
+
+    site = load_site(args.config)
+    if args.ca_file is not None and not args.ca_file.is_file():
+        raise InputError(f"--ca-file {args.ca_file}: no such file")
+    options = AuditOptions.from_site(
+        site,
+        only=check_names(args.only) if args.only else None,
+        ca_file=args.ca_file,
+        timeout=_seconds(args.timeout, "--timeout"),
+        deadline=_seconds(args.deadline, "--deadline"),
+        legacy=False if args.no_legacy else None,
+    )
+    nameserver = parse_nameserver(args.resolver) if args.resolver else None
+    resolver = Resolver(nameserver, timeout=min(options.timeout, 5.0))
+    show_progress = args.format == "text" and args.output is None and err_console.is_terminal
+    with Progress(
+        TextColumn("auditing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+        disable=not show_progress,
+    ) as bar:
+        task = bar.add_task("endpoints", total=None)
+        report = asyncio.run(
+            run_audit(
+                site,
+                str(args.config),
+                resolver,
+                options,
+                progress=lambda _observation: bar.advance(task),
+                on_endpoints=lambda count: bar.update(task, total=count),
+            )
+        )
+    if args.prometheus is not None:
+        _write(args.prometheus, render_prometheus(report))
+    status = report.exit_status
+    if args.format == "json":
+        text = json.dumps(to_json(report), indent=2, ensure_ascii=False) + "\n"
+    elif args.format == "html":
+        text = render_html(report)
+    elif args.format == "nagios":
+        text, status = render_nagios(report)
+        text = text if text.endswith("\n") else text + "\n"
+    else:
+        if args.output is None:
+            render_text(report, console)
+            return status
+        capture = Console(record=True, width=100, file=io.StringIO())
+        render_text(report, capture)
+        text = capture.export_text()
+    if args.output is not None:
+        _write(args.output, text)
+    else:
+        sys.stdout.write(text)
+    return status
