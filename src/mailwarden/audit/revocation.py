@@ -344,7 +344,7 @@ def _verify_signer(response: ocsp.OCSPResponse, issuer: x509.Certificate, now: d
         signer = signer_found
         try:
             signer.verify_directly_issued_by(issuer)
-        except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+        except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm, x509.InvalidVersion):
             raise _Rejected(
                 "invalid",
                 f"responder certificate {_subject(signer)} is not issued by the certificate's "
@@ -429,7 +429,7 @@ def _judge_response(
         raise _Rejected("invalid", f"response of {len(der)} bytes, over {MAX_OCSP_BYTES}")
     try:
         response = ocsp.load_der_ocsp_response(der)
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:
         raise _Rejected("invalid", f"not an OCSP response ({_short(str(exc), 80)})") from None
     if response.response_status != ocsp.OCSPResponseStatus.SUCCESSFUL:
         kind, why = _REFUSALS.get(
@@ -486,7 +486,7 @@ def _single_for(
                 request_ = (
                     ocsp.OCSPRequestBuilder().add_certificate(leaf, issuer, algorithm).build()
                 )
-            except (ValueError, TypeError, UnsupportedAlgorithm):
+            except (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion):
                 continue
             expected[algorithm.name] = (request_.issuer_name_hash, request_.issuer_key_hash)
         if (single.issuer_name_hash, single.issuer_key_hash) == expected[algorithm.name]:
@@ -551,7 +551,7 @@ def _parse_crl(body: bytes) -> x509.CertificateRevocationList:
         if body.lstrip().startswith(b"-----BEGIN"):
             return x509.load_pem_x509_crl(body)
         return x509.load_der_x509_crl(body)
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:  # a damaged version field is not a ValueError
         raise _Rejected("invalid", f"not a CRL ({_short(str(exc), 80)})") from None
 
 
