@@ -128,11 +128,6 @@ def _write(path: Path, text: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mailwarden.audit.report.html import render_html
-    from mailwarden.audit.report.json import to_json
-    from mailwarden.audit.report.nagios import render_nagios
-    from mailwarden.audit.report.prometheus import render_prometheus
-    from mailwarden.audit.report.text import render_text
     from mailwarden.audit.runner import AuditOptions, check_names, run_audit
     from mailwarden.discovery.resolver import Resolver, parse_nameserver
     from mailwarden.site import load_site
@@ -171,17 +166,28 @@ def run(args: argparse.Namespace) -> int:
                 on_endpoints=lambda count: bar.update(task, total=count),
             )
         )
+    # Each renderer is loaded only when used (the HTML one brings jinja2).
     if args.prometheus is not None:
+        from mailwarden.audit.report.prometheus import render_prometheus
+
         _write(args.prometheus, render_prometheus(report))
     status = report.exit_status
     if args.format == "json":
+        from mailwarden.audit.report.json import to_json
+
         text = json.dumps(to_json(report), indent=2, ensure_ascii=False) + "\n"
     elif args.format == "html":
+        from mailwarden.audit.report.html import render_html
+
         text = render_html(report)
     elif args.format == "nagios":
+        from mailwarden.audit.report.nagios import render_nagios
+
         text, status = render_nagios(report)
         text = text if text.endswith("\n") else text + "\n"
     else:
+        from mailwarden.audit.report.text import render_text
+
         if args.output is None:
             render_text(report, console)
             return status
