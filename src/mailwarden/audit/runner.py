@@ -11,7 +11,7 @@ import asyncio
 import datetime
 import socket
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +34,7 @@ from mailwarden.discovery.resolver import Resolver
 from mailwarden.errors import InputError
 from mailwarden.site.model import Site
 
-REVOCATION_PARALLEL = 8
+REVOCATION_PARALLEL = 16
 """Responders and CRL servers are shared by many certificates: ask them a few at a time."""
 
 
@@ -80,37 +80,50 @@ def check_names(text: str) -> frozenset[str]:
     return names
 
 
-async def _revocations(
-    observations: Collection[Observation],
-    trust: tuple[x509.Certificate, ...],
-    network: Network,
-    now: datetime.datetime,
-    timeout: float,
-) -> dict[str, Revocation]:
-    """One revocation look-up per distinct leaf (by SHA-256), the issuer from its chain."""
-    pairs: dict[str, tuple[x509.Certificate, x509.Certificate]] = {}
-    for observation in observations:
-        if not observation.chain:
-            continue
-        key = fingerprint(observation.chain[0])
-        if key in pairs:
-            continue
-        pair = leaf_and_issuer(observation.chain, trust)
-        if pair is not None:  # else the chain check reports what is wrong with the chain
-            pairs[key] = pair
-    fetch = http_fetch(network, timeout=timeout)
-    gate = asyncio.Semaphore(REVOCATION_PARALLEL)
-    crls = CrlCache()  # many certificates, one CA: its CRL is fetched once
+class _Revocations:
+    """One revocation look-up per distinct leaf (by SHA-256), started as soon as a scan hands
+    in its chain, so OCSP and CRL requests run while other endpoints are still being scanned."""
 
-    async def one(leaf: x509.Certificate, issuer: x509.Certificate) -> Revocation:
-        async with gate:
+    def __init__(
+        self,
+        trust: tuple[x509.Certificate, ...],
+        network: Network,
+        now: datetime.datetime,
+        timeout: float,
+    ) -> None:
+        self._trust = trust
+        self._fetch = http_fetch(network, timeout=timeout)
+        self._now = now
+        self._timeout = timeout
+        self._gate = asyncio.Semaphore(REVOCATION_PARALLEL)
+        self._crls = CrlCache()  # many certificates, one CA: its CRL is fetched once
+        self._tasks: dict[str, asyncio.Task[Revocation]] = {}
+
+    def add(self, observation: Observation) -> None:
+        if not observation.chain:
+            return
+        key = fingerprint(observation.chain[0])
+        if key in self._tasks:
+            return
+        pair = leaf_and_issuer(observation.chain, self._trust)
+        if pair is not None:  # else the chain check reports what is wrong with the chain
+            self._tasks[key] = asyncio.ensure_future(self._one(*pair))
+
+    async def _one(self, leaf: x509.Certificate, issuer: x509.Certificate) -> Revocation:
+        async with self._gate:
             return await check_revocation(
-                leaf, issuer, fetch, now=now, timeout=timeout, crl_cache=crls
+                leaf,
+                issuer,
+                self._fetch,
+                now=self._now,
+                timeout=self._timeout,
+                crl_cache=self._crls,
             )
 
-    keys = list(pairs)
-    verdicts = await asyncio.gather(*(one(*pairs[k]) for k in keys))
-    return dict(zip(keys, verdicts, strict=True))
+    async def results(self) -> dict[str, Revocation]:
+        keys = list(self._tasks)
+        verdicts = await asyncio.gather(*(self._tasks[k] for k in keys))
+        return dict(zip(keys, verdicts, strict=True))
 
 
 def default_ehlo_name() -> str:
@@ -137,6 +150,18 @@ async def run_audit(
     endpoints = discovered.endpoints
     if on_endpoints is not None:
         on_endpoints(len(endpoints))
+    wanted = options.only or frozenset(CHECKS)
+    lookups: _Revocations | None = None
+    if wanted & {"revocation", "stapling"}:
+        network = Network(resolver, connect_timeout=options.timeout)
+        lookups = _Revocations(trust, network, now, options.timeout)
+
+    def scanned(observation: Observation) -> None:
+        if lookups is not None:
+            lookups.add(observation)
+        if progress is not None:
+            progress(observation)
+
     left = max(options.deadline - (time.perf_counter() - started), 1.0)
     observations = await scan_all(
         endpoints,
@@ -145,13 +170,9 @@ async def run_audit(
         per_server=options.per_server,
         ehlo_name=options.ehlo_name or default_ehlo_name(),
         legacy=options.legacy,
-        progress=progress,
+        progress=scanned,
     )
-    wanted = options.only or frozenset(CHECKS)
-    revocation: dict[str, Revocation] = {}
-    if wanted & {"revocation", "stapling"}:
-        network = Network(resolver, connect_timeout=options.timeout)
-        revocation = await _revocations(observations, trust, network, now, options.timeout)
+    revocation = await lookups.results() if lookups is not None else {}
     context = CheckContext(
         now=now,
         trust=trust,

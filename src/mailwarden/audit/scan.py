@@ -58,11 +58,6 @@ DEFAULT_TIMEOUT = 10.0
 CIPHERS = b"ALL:@SECLEVEL=0"
 """Every cipher OpenSSL has but the null ones, at security level 0: a server with an RSA-1024
 key, a SHA-1 chain or only TLS 1.0 still completes the handshake, so the checks can judge it."""
-LEGACY_VERSIONS: tuple[tuple[str, int], ...] = (
-    ("TLSv1", SSL.TLS1_VERSION),
-    ("TLSv1.1", SSL.TLS1_1_VERSION),
-)
-"""Versions below TLS 1.2 probed with one extra handshake each, by the name OpenSSL reports."""
 GOODBYE_SECONDS = 1.0
 """Longest wait for the reply to LOGOUT/QUIT: a server that does not answer it is left alone."""
 HANDOVER_SECONDS = 0.2
@@ -584,18 +579,39 @@ def _session(
 def _legacy_versions(
     endpoint: Endpoint, main: _Seen, deadline: float, timeout: float, ehlo_name: str
 ) -> tuple[str, ...]:
-    """The versions below TLS 1.2 the server accepts, one handshake pinned to each."""
-    accepted: list[str] = []
-    for name, version in LEGACY_VERSIONS:
-        if main.tls_version == name:
-            accepted.append(name)
-            continue
-        if deadline - time.monotonic() <= 0:
-            break
-        probe = _session(endpoint, _context(version), deadline, timeout, ehlo_name, full=False)
-        if probe.failure is None and probe.tls_version == name:
-            accepted.append(name)
-    return tuple(accepted)
+    """The versions below TLS 1.2 the server accepts.
+
+    One handshake offering TLS 1.0 to 1.1 settles the usual case (a server refusing both); only
+    when it negotiates TLS 1.1 does a second one, pinned to TLS 1.0, ask about the older one.
+    """
+    legacy_main: tuple[str, ...] = ()
+    if main.tls_version in ("TLSv1", "TLSv1.1"):
+        legacy_main = (main.tls_version,)
+    if deadline - time.monotonic() <= 0:
+        return legacy_main
+    probe = _session(endpoint, _legacy_context(), deadline, timeout, ehlo_name, full=False)
+    if probe.failure is not None or probe.tls_version not in ("TLSv1", "TLSv1.1"):
+        return legacy_main
+    accepted = [probe.tls_version]
+    if probe.tls_version == "TLSv1.1" and deadline - time.monotonic() > 0:
+        older = _session(
+            endpoint, _context(SSL.TLS1_VERSION), deadline, timeout, ehlo_name, full=False
+        )
+        if older.failure is None and older.tls_version == "TLSv1":
+            accepted.insert(0, "TLSv1")
+    return tuple(dict.fromkeys((*legacy_main, *accepted)))
+
+
+@functools.cache
+def _legacy_context() -> SSL.Context:
+    """TLS 1.0 to 1.1 only: the server picks the highest of them it still speaks."""
+    context = SSL.Context(SSL.TLS_CLIENT_METHOD)
+    context.set_cipher_list(CIPHERS)
+    context.set_min_proto_version(SSL.TLS1_VERSION)
+    context.set_max_proto_version(SSL.TLS1_1_VERSION)
+    context.set_options(SSL.OP_LEGACY_SERVER_CONNECT | SSL.OP_IGNORE_UNEXPECTED_EOF)
+    context.set_verify(SSL.VERIFY_NONE)
+    return context
 
 
 def _check_ehlo_name(ehlo_name: str) -> None:
