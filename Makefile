@@ -51,6 +51,7 @@ bench: $(BIN)/.installed   # bench/autoconfig.sh installs packaging/debian-bench
 	$(BIN)/python -m bench.guard_throughput
 	@bash scripts/install-debian-packages.sh packaging/debian-test.txt packaging/debian-bench.txt   # the lab: knot, nginx, dovecot, postfix; the peer: curl, dig, openssl
 	$(BIN)/python -m bench.probe
+	bash bench/audit.sh   # 100 TLS endpoints audited vs sslyze --certinfo (--with-testssl: testssl.sh too)
 
 clean:
 	rm -rf $(VENV) var build dist .mypy_cache .ruff_cache .pytest_cache .hypothesis
