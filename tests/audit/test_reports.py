@@ -31,8 +31,8 @@ from mailwarden.audit.report.json import json_text, to_json
 from mailwarden.audit.report.nagios import perf_label, render_nagios
 from mailwarden.audit.report.prometheus import render_prometheus, write_prometheus
 from mailwarden.audit.report.text import render_text
-from mailwarden.discovery.report import SEVERITY_STYLE
 from mailwarden.findings import Finding, Severity
+from mailwarden.findings_console import SEVERITY_STYLE
 from tests.audit import sample_report as sample
 from tests.audit.schema_check import errors
 from tests.fixtures.paths import ROOT

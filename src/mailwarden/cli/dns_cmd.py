@@ -14,10 +14,10 @@ from rich.table import Table
 from mailwarden.cli.common import console, formatter, print_json
 from mailwarden.discovery.check import CheckReport, check_published
 from mailwarden.discovery.records import MAX_TTL, check_ttl, render_zone, to_json, wanted_records
-from mailwarden.discovery.report import SEVERITY_STYLE
 from mailwarden.discovery.resolver import DEFAULT_TIMEOUT, Resolver, parse_nameserver
 from mailwarden.errors import InputError
 from mailwarden.findings import Severity
+from mailwarden.findings_console import SEVERITY_STYLE
 from mailwarden.site import Site, load_site
 
 DEFAULT_TTL = 3600

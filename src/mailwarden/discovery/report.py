@@ -17,6 +17,7 @@ from mailwarden.discovery.probe import ProbeReport
 from mailwarden.discovery.settings import ServerSetting
 from mailwarden.discovery.steps import Outcome, Step
 from mailwarden.findings import Finding, Severity
+from mailwarden.findings_console import print_finding
 
 _MARK = {
     Outcome.OK: "[green]✓[/]",
@@ -24,13 +25,6 @@ _MARK = {
     Outcome.SKIPPED: "[dim]–[/]",
     Outcome.NOTICE: "[yellow]![/]",
 }
-SEVERITY_STYLE = {
-    Severity.ERROR: "bold red",
-    Severity.WARNING: "yellow",
-    Severity.UNKNOWN: "magenta",
-    Severity.INFO: "cyan",
-}
-"""The one colour of each severity on a terminal, for every report."""
 
 
 def _setting(role: str, server: ServerSetting | None) -> str:
@@ -74,16 +68,8 @@ def _client(console: Console, result: ClientResult) -> None:
 
 
 def print_findings(console: Console, findings: Sequence[Finding]) -> None:
-    """One heading line per finding (severity, code, what it is about), then its text."""
     for finding in findings:
-        console.print(
-            f"[{SEVERITY_STYLE[finding.severity]}]{finding.severity.value}[/] "
-            f"[bold]{finding.code}[/] {escape(finding.subject)}",
-            soft_wrap=True,
-        )
-        console.print(f"    {escape(finding.message)}", soft_wrap=True)
-        if finding.fix:
-            console.print(f"    [dim]fix: {escape(finding.fix)}[/]", soft_wrap=True)
+        print_finding(console, finding)
     counts = {s: sum(1 for f in findings if f.severity is s) for s in Severity}
     console.print(
         f"{counts[Severity.ERROR]} errors, {counts[Severity.WARNING]} warnings, "

@@ -20,7 +20,7 @@ from mailwarden.audit.report.summary import (
     severity_counts,
     started_at,
 )
-from mailwarden.discovery.report import SEVERITY_STYLE
+from mailwarden.findings_console import SEVERITY_STYLE, print_finding
 
 _SERVICE_WIDTH = 32
 """Service names up to this long line up; longer ones push their line (never cut)."""
@@ -56,15 +56,7 @@ def render_text(report: AuditReport, console: Console) -> None:
     if findings:
         console.print("\n[bold underline]Findings[/]")
         for item in findings:
-            finding = item.finding
-            console.print(
-                f"[{SEVERITY_STYLE[finding.severity]}]{finding.severity.value}[/] "
-                f"[bold]{escape(finding.code)}[/] {escape(finding.subject)}",
-                soft_wrap=True,
-            )
-            console.print(f"    {escape(finding.message)}", soft_wrap=True)
-            if finding.fix:
-                console.print(f"    [dim]fix: {escape(finding.fix)}[/]", soft_wrap=True)
+            print_finding(console, item.finding)
     else:
         console.print("\n[green]✓ no findings[/]")
 
