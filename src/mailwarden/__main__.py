@@ -1,3 +1,3 @@
-from mailwarden.cli import main
+from mailwarden.cli import entry
 
-raise SystemExit(main())
+entry()

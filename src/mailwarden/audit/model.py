@@ -165,7 +165,7 @@ class CheckResult:
         }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class AuditReport:
     started: str
     """ISO 8601, UTC."""
@@ -192,3 +192,13 @@ class AuditReport:
     @property
     def exit_status(self) -> int:
         return exit_status(self.findings())
+
+    def __repr__(self) -> str:
+        """Short: the full repr runs to hundreds of kilobytes, and Python 3.11 builds it twice
+        whenever ``asyncio.run`` returns a report (restoring the SIGINT handler, ``signal``
+        formats its own error message with the repr of the main task and so of its result)."""
+        return (
+            f"AuditReport(site={self.site!r}, started={self.started!r}, "
+            f"endpoints={len(self.endpoints)}, results={len(self.results)}, "
+            f"exit_status={self.exit_status})"
+        )

@@ -8,10 +8,12 @@ command means adding a module and one line to :data:`COMMANDS`. Errors reach the
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import sys
 from collections.abc import Sequence
 from types import ModuleType
+from typing import NoReturn
 
 from rich.markup import escape
 
@@ -102,5 +104,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     return status
 
 
+def entry() -> NoReturn:
+    """The ``mailwarden`` command: :func:`main`, then the exit.
+
+    The process ends right after, so the heap is frozen first: the interpreter's last garbage
+    collection then skips the tens of thousands of objects an audit or a lint leaves alive
+    (30-80 ms on a small machine, paid on every run a monitoring system starts). Not done in
+    :func:`main`, which tests and embedders call and then go on.
+    """
+    status = main()
+    gc.freeze()
+    sys.exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

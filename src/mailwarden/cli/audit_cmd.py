@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import io
 import json
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from mailwarden.cli.common import console, err_console, formatter
 from mailwarden.errors import InputError
@@ -127,6 +128,29 @@ def _write(path: Path, text: str) -> None:
         raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
+@contextlib.contextmanager
+def _progress_bar(
+    show: bool,
+) -> Iterator[tuple[Callable[[], None], Callable[[int], None]]]:
+    """A bar on the terminal while endpoints are scanned; otherwise nothing, and rich's
+    progress module is not even loaded (a monitoring system runs the audit every few minutes)."""
+    if not show:
+        yield (lambda: None), (lambda _count: None)
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("auditing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("endpoints", total=None)
+        yield (lambda: bar.advance(task)), (lambda count: bar.update(task, total=count))
+
+
 def run(args: argparse.Namespace) -> int:
     from mailwarden.audit.runner import AuditOptions, check_names, run_audit
     from mailwarden.discovery.resolver import Resolver, parse_nameserver
@@ -146,24 +170,15 @@ def run(args: argparse.Namespace) -> int:
     nameserver = parse_nameserver(args.resolver) if args.resolver else None
     resolver = Resolver(nameserver, timeout=min(options.timeout, 5.0))
     show_progress = args.format == "text" and args.output is None and err_console.is_terminal
-    with Progress(
-        TextColumn("auditing"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-        disable=not show_progress,
-    ) as bar:
-        task = bar.add_task("endpoints", total=None)
+    with _progress_bar(show_progress) as (advance, set_total):
         report = asyncio.run(
             run_audit(
                 site,
                 str(args.config),
                 resolver,
                 options,
-                progress=lambda _observation: bar.advance(task),
-                on_endpoints=lambda count: bar.update(task, total=count),
+                progress=lambda _observation: advance(),
+                on_endpoints=set_total,
             )
         )
     # Each renderer is loaded only when used (the HTML one brings jinja2).

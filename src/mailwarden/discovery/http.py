@@ -185,7 +185,11 @@ async def request(
         async with (
             asyncio.timeout(timeout),
             httpcore.AsyncConnectionPool(
-                ssl_context=network.tls, network_backend=backend, max_connections=1
+                # Only an https URL needs the context: building one reads the system's CA
+                # store, ~20 ms an OCSP or CRL request over plain HTTP need not pay.
+                ssl_context=network.tls if url.lower().startswith("https:") else None,
+                network_backend=backend,
+                max_connections=1,
             ) as pool,
             pool.stream(
                 method, url, headers=all_headers, content=body, extensions=extensions

@@ -44,7 +44,10 @@ class Capabilities:
 
 def shorten(text: str, limit: int = 120) -> str:
     """One printable line of at most ``limit`` characters, for messages about server replies."""
-    clean = "".join(c if c.isprintable() else " " for c in text).strip()
+    if text.isprintable():  # the usual case, without a loop over every character
+        clean = text.strip()
+    else:
+        clean = "".join(c if c.isprintable() else " " for c in text).strip()
     return clean if len(clean) <= limit else clean[: limit - 1] + "…"
 
 
