@@ -84,6 +84,10 @@ install_tools() {
 
 cd "$ROOT"
 install_tools
+# Byte-compiled as pip compiles an installed package (and sslyze in its venv): an editable
+# install under PYTHONDONTWRITEBYTECODE would otherwise compile every module on every run.
+"$ROOT/.venv/bin/python" -m compileall -q "$ROOT/src/mailwarden" >/dev/null \
+  || die "cannot byte-compile src/mailwarden"
 "$ROOT/.venv/bin/mailwarden" audit --help >/dev/null 2>&1 \
   || die "'mailwarden audit' is not available in this tree (src/mailwarden/cli/audit_cmd.py)"
 args=(--sslyze "$SSLYZE_VENV/bin/sslyze" --runs "$RUNS" --warmup "$WARMUP" --out "$OUT" --ocsp "$OCSP")
