@@ -198,7 +198,7 @@ def test_the_schema_check_catches_a_broken_report(report: AuditReport) -> None:
 
 def test_json_fields(report: AuditReport) -> None:
     document = to_json(report)
-    assert (document["schema"], document["version"]) == ("mailwarden-audit", 1)
+    assert (document["schema"], document["version"]) == ("mailwarden-audit", 2)
     assert (document["exit_status"], document["status"]) == (2, "critical")
     assert document["started"] == "2026-12-04T09:30:00+00:00"
     assert (document["seconds"], document["warn_days"], document["critical_days"]) == (3.2, 30, 14)
@@ -232,6 +232,7 @@ def test_json_fields(report: AuditReport) -> None:
     assert handshake == {
         "check": "handshake",
         "endpoint": sample.IMAPS_4.label,
+        "subject": sample.IMAPS_4.label,
         "severity": "ok",
         "detail": "TLS session made",
         "findings": [],
@@ -596,3 +597,77 @@ def test_an_audit_that_found_no_endpoint_renders_everywhere() -> None:
     assert _string(tree, "//table[@id='findings']/tbody/tr/td[2]") == "ENDPOINT-NO-ADDRESS"
     findings = _samples(render_prometheus(empty))["mailwarden_audit_findings"]
     assert ({"severity": "error"}, 1.0) in findings
+
+
+def _with_site_results(report: AuditReport) -> AuditReport:
+    """The sample plus what the site-wide checks add: results about a domain and an address."""
+    soft = Finding(
+        Severity.WARNING,
+        "SPF-NEUTRAL-ALL",
+        "example.edu",
+        "the SPF record ends in ?all",
+        "end it in -all",
+    )
+    site = (
+        CheckResult("spf", None, (soft,), subject="example.edu"),
+        CheckResult("dnsbl", None, (), "listed on none of 5 lists", subject="192.0.2.25"),
+    )
+    return replace(report, results=(*report.results, *site))
+
+
+def test_site_wide_results_in_every_format(report: AuditReport) -> None:
+    report = _with_site_results(report)
+
+    text = _text(report)
+    lines = text.splitlines()
+    header = lines.index("Domains, outbound addresses, virus scanner")
+    section = lines[header + 1 : header + 3]
+    assert re.match(r"\s+example\.edu\s+spf\s+warning\b", section[0]), section
+    assert re.match(r"\s+192\.0\.2\.25\s+dnsbl\s+ok\s+listed on none of 5 lists", section[1])
+    assert "SPF-NEUTRAL-ALL" in text
+
+    document = to_json(report)
+    assert errors(document, SCHEMA, SCHEMA) == []
+    rows = {(r["check"], r["subject"]): r for r in document["results"] if r["endpoint"] is None}
+    assert rows[("spf", "example.edu")]["severity"] == "warning"
+    assert rows[("dnsbl", "192.0.2.25")]["severity"] == "ok"
+    assert all(r["subject"] == r["endpoint"] for r in document["results"] if r["endpoint"])
+
+    samples = _samples(render_prometheus(report))
+    site = {
+        (lab["check"], lab["subject"], lab["severity"]): v
+        for lab, v in samples["mailwarden_audit_site_findings"]
+    }
+    assert site == {("spf", "example.edu", "warning"): 1}
+
+    tree = _parse(render_html(report))
+    cells = [
+        [cell.text_content() for cell in row.findall("td")]
+        for row in _nodes(tree, "//table[@id='site-checks']/tbody/tr")
+    ]
+    assert [c[:3] for c in cells] == [
+        ["example.edu", "spf", "warning"],
+        ["192.0.2.25", "dnsbl", "OK"],
+    ]
+
+    output, status = render_nagios(report)
+    assert status == 2
+    assert "SPF-NEUTRAL-ALL example.edu" in output
+
+
+def test_a_report_of_site_wide_checks_only() -> None:
+    lone = _with_site_results(
+        AuditReport(
+            started="2026-12-04T09:30:00+00:00",
+            seconds=0.4,
+            site="site.toml",
+            endpoints=(),
+            observations=(),
+            results=(),
+        )
+    )
+    output, status = render_nagios(replace(lone, results=lone.results[1:]))
+    assert status == 0
+    assert "0 endpoints, 0 up, 1 site-wide results, no problems" in output
+    assert errors(to_json(lone), SCHEMA, SCHEMA) == []
+    assert "192.0.2.25" in _text(lone)

@@ -17,7 +17,7 @@ from mailwarden.findings import Finding, Severity, exit_status, worst
 Protocol = Literal["https", "imap", "pop3", "smtp"]
 TlsMode = Literal["implicit", "starttls"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """Version of the JSON report (docs/audit.md); raised when a field changes meaning or goes."""
 
 
@@ -142,23 +142,34 @@ class CertificateInfo:
 
 @dataclass(frozen=True, slots=True)
 class CheckResult:
-    """What one check concluded about one endpoint (one address, or all of a host:port)."""
+    """What one check concluded about one endpoint (one address, or all of a host:port), or,
+    for a site-wide check (``audit/sitewide/``), about a ``subject``: a mail domain, an
+    outbound address, the virus scanner."""
 
     check: str
-    """The check's name (``chain``, ``expiry``, ``revocation``…)."""
-    endpoint: Endpoint
+    """The check's name (``chain``, ``expiry``, ``spf``, ``dnsbl``…)."""
+    endpoint: Endpoint | None
+    """The endpoint judged; None for a site-wide check."""
     findings: tuple[Finding, ...] = ()
     detail: str = ""
     """One line for the report when all is well (``valid until 2027-03-01, 88 days``)."""
+    subject: str = ""
+    """What a site-wide result is about (``example.edu``, ``192.0.2.25``, ``clamd``)."""
 
     @property
     def severity(self) -> Severity:
         return worst(self.findings)
 
+    @property
+    def about(self) -> str:
+        """The endpoint's label, else the subject."""
+        return self.endpoint.label if self.endpoint is not None else self.subject
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "check": self.check,
-            "endpoint": self.endpoint.label,
+            "endpoint": self.endpoint.label if self.endpoint is not None else None,
+            "subject": self.about,
             "severity": self.severity.value if self.findings else "ok",
             "detail": self.detail,
             "findings": [f.to_dict() for f in self.findings],

@@ -33,9 +33,22 @@ at most 2 connections per server at a time) and checked:
   dualstack    an AAAA address that does not answer, a different certificate per family
   auth         passwords accepted in clear before TLS; the mechanisms after TLS
 
+Then the site as a whole (no connection to the endpoints when only these are chosen):
+
+  spf          every served domain's SPF: syntax, the 10-lookup limit, [[audit.outbound]] permitted
+  dkim         the selectors of [audit] dkim_selectors: published, key type and size, t=y
+  dmarc        present, policy, rua/ruf and their authorisation (_report._dmarc)
+  mta-sts      the TXT record, the policy over HTTPS, its mx patterns against the real MX hosts
+  tls-rpt      the _smtp._tls reporting record
+  dane         TLSA records of the MX hosts (validating resolver) against the chain they send
+  dnsbl        [[audit.outbound]] addresses on block lists (each list proven alive first)
+  ptr          reverse DNS of [[audit.outbound]] confirmed forward; HELO and banner names
+  antivirus    [audit.antivirus]: clamd answers, knows EICAR, fresh signatures; data folders
+
 Examples:
   mailwarden audit --config /etc/mailwarden/site.toml
   mailwarden audit -c site.toml --only expiry,revocation --format nagios
+  mailwarden audit -c site.toml --only spf,dkim,dmarc,dnsbl --resolver 127.0.0.1
   mailwarden audit -c site.toml --format html --output /var/www/audit/index.html
   mailwarden audit -c site.toml --format json --prometheus /var/lib/node_exporter/mailwarden.prom
 

@@ -437,6 +437,104 @@ class AuditEndpoint(_Model):
     tls: Literal["implicit", "starttls"] = "implicit"
 
 
+_SELECTOR = re.compile(
+    r"^[A-Za-z0-9](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?)*$"
+)
+
+
+def _dkim_selector(value: str) -> str:
+    if len(value) > 200 or not _SELECTOR.match(value):
+        raise ValueError(f"{value!r} is not a DKIM selector (labels of letters, digits, - and _)")
+    return value.lower()
+
+
+DkimSelector = Annotated[str, AfterValidator(_dkim_selector)]
+
+
+class OutboundMta(_Model):
+    """An address the site's mail leaves from (``[[audit.outbound]]``): SPF must permit it, no
+    block list may list it, its reverse DNS must confirm forward."""
+
+    address: Annotated[str, AfterValidator(_ip_address)]
+    helo: Hostname | None = None
+    """The name the MTA gives in HELO/EHLO and its banner; its PTR and A/AAAA must agree."""
+    banner_port: int | None = Field(default=None, ge=1, le=65535)
+    """Read the 220 greeting on this port of ``address`` (25 as a rule) and compare its name
+    with ``helo``; unset, the banner is not read (the audit host may not reach the MTA)."""
+
+
+class DnsblList(_Model):
+    """One DNS block list (``[[audit.dnsbl]]``), RFC 5782."""
+
+    zone: Hostname
+    weight: int = Field(default=1, ge=0, le=1000)
+    """How much a listing counts; the weights of the lists that list an address add up."""
+    test_point: Annotated[str, AfterValidator(_ip_address)] = "127.0.0.2"
+    """An address the list always lists (RFC 5782 section 5): until it answers as listed, the
+    list's other answers do not count."""
+    errors: tuple[Annotated[str, AfterValidator(_ip_network)], ...] = ()
+    """Answers in 127.0.0.0/8 that mean "refused" or "error", not "listed" (Spamhaus answers
+    127.255.255.252-255 to public and blocked resolvers)."""
+    ipv6: bool = False
+    """The list answers for IPv6 addresses too (RFC 5782 section 2.4)."""
+
+
+class AntivirusDataDir(_Model):
+    """A virus engine's data directory that must stay fresh (``[[audit.antivirus.data_dirs]]``),
+    for engines without a protocol to ask (Sophos SAVI, …)."""
+
+    name: str = Field(min_length=1, max_length=100)
+    path: Path
+    max_age_hours: float = Field(default=24.0, gt=0, le=24 * 365)
+    """The newest file in it must be younger than this."""
+
+
+class AntivirusSettings(_Model):
+    """The virus scanner the MTA relies on (``[audit.antivirus]``)."""
+
+    clamd: str | None = None
+    """clamd's socket: ``unix:/run/clamav/clamd.ctl`` or ``tcp:HOST:PORT``."""
+    warn_hours: float = Field(default=24.0, gt=0, le=24 * 365)
+    """Signatures older than this are a warning ..."""
+    critical_hours: float = Field(default=72.0, gt=0, le=24 * 365)
+    """... older than this, critical."""
+    timeout: float = Field(default=10.0, gt=0, le=300)
+    data_dirs: tuple[AntivirusDataDir, ...] = ()
+
+    @model_validator(mode="after")
+    def _valid(self) -> AntivirusSettings:
+        if self.clamd is not None:
+            kind, _, rest = self.clamd.partition(":")
+            port = rest.rpartition(":")[2]
+            if not (
+                (kind == "unix" and rest.startswith("/"))
+                or (
+                    kind == "tcp"
+                    and rest.rpartition(":")[0]
+                    and port.isdigit()
+                    and 0 < int(port) < 65536
+                )
+            ):
+                raise KeyedValueError(
+                    f"{self.clamd!r} is not unix:/PATH or tcp:HOST:PORT", ("clamd",), self.clamd
+                )
+        if self.critical_hours <= self.warn_hours:
+            raise KeyedValueError(
+                f"critical_hours ({self.critical_hours:g}) must be above warn_hours "
+                f"({self.warn_hours:g})",
+                ("critical_hours",),
+                self.critical_hours,
+            )
+        return self
+
+
+class AuditDomain(_Model):
+    """Per-domain settings of the audit (``[audit.domains."example.org"]``)."""
+
+    dkim_selectors: tuple[DkimSelector, ...] | None = None
+    """The selectors this domain signs with (instead of ``[audit] dkim_selectors``)."""
+
+
 class AuditSettings(_Model):
     """``mailwarden audit`` (``[audit]``): what else to look at, thresholds and manners."""
 
@@ -459,6 +557,19 @@ class AuditSettings(_Model):
     """The name the audit gives in SMTP EHLO (default: this machine's fully qualified name)."""
     legacy_versions: bool = True
     """Also try TLS 1.0 and 1.1 (one extra handshake each per endpoint)."""
+    outbound: tuple[OutboundMta, ...] = ()
+    """The addresses the site's mail leaves from (SPF, block lists, reverse DNS)."""
+    dkim_selectors: tuple[DkimSelector, ...] = ()
+    """The DKIM selectors every served domain signs with (``[audit.domains]`` overrides)."""
+    domains: dict[Hostname, AuditDomain] = Field(default_factory=dict)
+    """Per served domain: what differs from the defaults above."""
+    dnsbl: tuple[DnsblList, ...] | None = None
+    """The block lists to ask about ``outbound``; None: the built-in choice (docs/audit.md)."""
+    dnsbl_threshold: int = Field(default=10, ge=1, le=100_000)
+    """A listed address whose lists' weights add up to this is critical; below, a warning."""
+    dnsbl_rate: float = Field(default=20.0, gt=0, le=10_000)
+    """Block-list queries per second at most (public lists throttle and ban heavy askers)."""
+    antivirus: AntivirusSettings | None = None
 
     @model_validator(mode="after")
     def _thresholds(self) -> AuditSettings:
@@ -537,7 +648,25 @@ class Site(_Model):
                 raise KeyedValueError(
                     "moved_to points to the domain itself", ("domains", name, "moved_to")
                 )
+        for name in self.audit.domains:
+            if name not in seen:
+                raise KeyedValueError(
+                    f"{name!r} is not a served domain (served: {', '.join(sorted(seen))})",
+                    ("audit", "domains", name),
+                )
         return self
+
+    def mail_domains(self) -> tuple[str, ...]:
+        """Every served mail domain, canonical names and aliases, each once, in file order."""
+        names = [n for name, d in self.domains.items() for n in (name, *d.aliases)]
+        return tuple(dict.fromkeys(names))
+
+    def dkim_selectors(self, domain: str) -> tuple[str, ...]:
+        """The DKIM selectors the audit looks up under ``domain`` (a served name)."""
+        override = self.audit.domains.get(domain)
+        if override is not None and override.dkim_selectors is not None:
+            return override.dkim_selectors
+        return self.audit.dkim_selectors
 
     def model_post_init(self, context: object, /) -> None:
         index: dict[str, DomainView] = {}

@@ -33,6 +33,7 @@ from mailwarden.audit.report.summary import (
     observations,
     services,
     severity_counts,
+    site_results,
     started_at,
 )
 from mailwarden.findings import Finding, Severity, worst
@@ -345,6 +346,10 @@ def render_html(report: AuditReport) -> str:
         timeline=_timeline(report, report.warn_days, report.critical_days),
         findings=located,
         services=_services(report, summaries, anchors),
+        site_checks=[
+            (r.subject, r.check, state_of(r.findings) if r.findings else "ok", r.detail, r.findings)
+            for r in site_results(report)
+        ],
         other_row=OTHER_ROW,
         days_text=days_text,
         csp=_csp(),

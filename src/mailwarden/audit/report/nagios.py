@@ -20,6 +20,7 @@ from mailwarden.audit.report.summary import (
     located_findings,
     services,
     severity_counts,
+    site_results,
 )
 from mailwarden.findings import Severity
 
@@ -84,7 +85,9 @@ def render_nagios(report: AuditReport) -> tuple[str, int]:
         text = ", ".join(problems) + ": " + _problems(located)
     else:
         up = sum(s.up for s in summaries)
-        text = f"{len(report.endpoints)} endpoints, {up} up, no problems"
+        site = len(site_results(report))
+        checked = f", {site} site-wide results" if site else ""
+        text = f"{len(report.endpoints)} endpoints, {up} up{checked}, no problems"
         if counts[Severity.INFO]:
             text += f" ({counts[Severity.INFO]} notes)"
     summary_perf = [f"'findings_{_COUNT_WORD[s]}'={counts[s]};;;0;" for s in WORST_FIRST] + [

@@ -22,6 +22,7 @@ from mailwarden.audit.report.summary import (
     located_findings,
     observations,
     severity_counts,
+    site_results,
     started_at,
 )
 
@@ -95,12 +96,33 @@ class _ReportCollector(Collector):
             per_endpoint.add_metric([endpoint.service, endpoint.address, level], number)
         yield per_endpoint
 
+        per_subject = GaugeMetricFamily(
+            f"{PREFIX}_site_findings",
+            "Findings of the site-wide checks per check, subject (a mail domain, an outbound "
+            "address, the virus scanner) and severity (only the severities it has).",
+            labels=["check", "subject", "severity"],
+        )
+        for (check, subject, level), number in _per_subject(report).items():
+            per_subject.add_metric([check, subject, level], number)
+        yield per_subject
+
 
 def _per_endpoint(report: AuditReport) -> dict[tuple[Endpoint, str], int]:
     counts: dict[tuple[Endpoint, str], int] = {}
     for result in report.results:
+        if result.endpoint is None:
+            continue
         for finding in result.findings:
             key = (result.endpoint, finding.severity.value)
+            counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def _per_subject(report: AuditReport) -> dict[tuple[str, str, str], int]:
+    counts: dict[tuple[str, str, str], int] = {}
+    for result in site_results(report):
+        for finding in result.findings:
+            key = (result.check, result.subject, finding.severity.value)
             counts[key] = counts.get(key, 0) + 1
     return counts
 

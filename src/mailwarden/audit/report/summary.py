@@ -11,7 +11,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from mailwarden.audit.model import AuditReport, Endpoint, Observation, Protocol, TlsMode
+from mailwarden.audit.model import (
+    AuditReport,
+    CheckResult,
+    Endpoint,
+    Observation,
+    Protocol,
+    TlsMode,
+)
 from mailwarden.findings import Finding, Severity, worst
 
 STATUS_WORD = {0: "OK", 1: "WARNING", 2: "CRITICAL", 3: "UNKNOWN"}
@@ -124,7 +131,10 @@ def services(report: AuditReport) -> list[ServiceSummary]:
     summaries = []
     for service, endpoints in grouped.items():
         findings = tuple(
-            f for r in report.results if r.endpoint.service == service for f in r.findings
+            f
+            for r in report.results
+            if r.endpoint is not None and r.endpoint.service == service
+            for f in r.findings
         )
         days = [d for d in (leaf_days(report, e) for e in endpoints) if d is not None]
         first = endpoints[0]
@@ -142,6 +152,12 @@ def services(report: AuditReport) -> list[ServiceSummary]:
             )
         )
     return summaries
+
+
+def site_results(report: AuditReport) -> list[CheckResult]:
+    """The site-wide checks' results (about a domain, an address, the virus scanner), in the
+    order they ran."""
+    return [result for result in report.results if result.endpoint is None]
 
 
 def started_at(report: AuditReport) -> datetime:

@@ -11,15 +11,17 @@ import math
 from rich.console import Console
 from rich.markup import escape
 
-from mailwarden.audit.model import AuditReport
+from mailwarden.audit.model import AuditReport, CheckResult
 from mailwarden.audit.report.summary import (
     ServiceSummary,
     count_text,
     located_findings,
     services,
     severity_counts,
+    site_results,
     started_at,
 )
+from mailwarden.findings import Severity
 from mailwarden.findings_console import SEVERITY_STYLE, print_finding
 
 _SERVICE_WIDTH = 32
@@ -41,6 +43,17 @@ def _service_line(summary: ServiceSummary, width: int) -> str:
     return (
         f"  [bold]{escape(summary.service.ljust(width))}[/] {summary.kind.ljust(11)} "
         f"[{style}]{state.ljust(7)}[/] leaf {days_text(summary.leaf_days)}"
+    )
+
+
+def _site_line(result: CheckResult, width: int) -> str:
+    problems = any(f.severity is not Severity.INFO for f in result.findings)
+    state = result.severity.value if problems else "ok"
+    style = SEVERITY_STYLE[result.severity] if problems else "green"
+    detail = f" [dim]{escape(result.detail)}[/]" if result.detail else ""
+    return (
+        f"  [bold]{escape(result.subject.ljust(width))}[/] {result.check.ljust(11)} "
+        f"[{style}]{state.ljust(7)}[/]{detail}"
     )
 
 
@@ -67,6 +80,13 @@ def render_text(report: AuditReport, console: Console) -> None:
         for summary in summaries:
             console.print(_service_line(summary, width), soft_wrap=True)
             console.print(f"      [dim]{escape(', '.join(summary.addresses))}[/]", soft_wrap=True)
+
+    site = site_results(report)
+    if site:
+        console.print("\n[bold underline]Domains, outbound addresses, virus scanner[/]")
+        width = min(_SERVICE_WIDTH, max(len(r.subject) for r in site))
+        for result in site:
+            console.print(_site_line(result, width), soft_wrap=True)
 
     counts = severity_counts(f.finding for f in findings)
     endpoints = len(report.endpoints)
