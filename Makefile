@@ -52,6 +52,7 @@ bench: $(BIN)/.installed   # bench/autoconfig.sh installs packaging/debian-bench
 	@bash scripts/install-debian-packages.sh packaging/debian-test.txt packaging/debian-bench.txt   # the lab: knot, nginx, dovecot, postfix; the peer: curl, dig, openssl
 	$(BIN)/python -m bench.probe
 	bash bench/audit.sh   # 100 TLS endpoints audited vs sslyze --certinfo (--with-testssl: testssl.sh too)
+	$(BIN)/python -m bench.audit_dns   # the DNS part of an audit of 200 mail domains vs dig -f
 
 clean:
 	rm -rf $(VENV) var build dist .mypy_cache .ruff_cache .pytest_cache .hypothesis
