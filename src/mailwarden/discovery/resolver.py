@@ -19,6 +19,7 @@ import dns.exception
 import dns.flags
 import dns.message
 import dns.name
+import dns.rdata
 import dns.rdatatype
 import dns.resolver
 
@@ -189,8 +190,11 @@ class Resolver:
             answer = await self._resolver.resolve(
                 qname, rdtype, raise_on_no_answer=False, search=False
             )
-        except dns.resolver.NXDOMAIN:
-            return done(DnsStatus.NXDOMAIN)
+        except dns.resolver.NXDOMAIN as exc:
+            # A signed zone's denial of existence is validated too: DANE needs to know.
+            responses = exc.kwargs.get("responses") or {}
+            signed = any(bool(r.flags & dns.flags.AD) for r in responses.values())
+            return replace(done(DnsStatus.NXDOMAIN), authenticated=signed)
         except dns.resolver.NoNameservers as exc:
             return done(DnsStatus.SERVFAIL, _servfail_detail(exc))
         except (TimeoutError, dns.exception.Timeout):
@@ -216,7 +220,7 @@ class Resolver:
             qname,
             rdtype,
             DnsStatus.OK,
-            records=tuple(sorted(rdata.to_text().lower() for rdata in answer.rrset)),
+            records=tuple(sorted(_text(rdata, rdtype) for rdata in answer.rrset)),
             cname_chain=chain,
             ttl=answer.rrset.ttl,
             authenticated=authenticated,
@@ -227,6 +231,13 @@ class Resolver:
         """The A and AAAA answers for ``host``, asked at the same time."""
         a, aaaa = await asyncio.gather(self.query(host, "A"), self.query(host, "AAAA"))
         return a, aaaa
+
+
+def _text(rdata: dns.rdata.Rdata, rdtype: str) -> str:
+    """Presentation form; lower case (names compare without case) except TXT, whose strings
+    are data: a DKIM key is base64, an MTA-STS id is case-sensitive."""
+    text: str = rdata.to_text()
+    return text if rdtype == "TXT" else text.lower()
 
 
 def _cname_chain(response: dns.message.Message, qname: str) -> tuple[str, ...]:
