@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "dns": "dns_cmd",
     "probe": "probe_cmd",
     "audit": "audit_cmd",
+    "reputation": "reputation_cmd",
 }
 """Command word → the module under ``mailwarden.cli`` that registers it. Only the module of the
 command being run is imported (a probe or a lint does not load the server, SQLAlchemy or the
