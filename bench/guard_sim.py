@@ -47,6 +47,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from mailwarden.guard.config import GuardConfig
 from mailwarden.guard.detector import Action, Detector, Observation, UserState
@@ -55,7 +56,19 @@ DAY = 86400.0
 T0 = 1_704_672_000.0  # a Monday, 00:00 UTC
 WARMUP_DAYS = 7
 LOCAL = frozenset({"uni.example"})
-SHAPES = ("fast-blast", "slow-drip", "many-domains", "new-network-burst")
+SHAPES = (
+    "fast-blast",
+    "wide-blast",
+    "slow-drip",
+    "script-blast",
+    "many-domains",
+    "new-network-burst",
+)
+TARGETS = {"fast-blast": 10, "wide-blast": 3, "slow-drip": 50}
+"""Messages out per attacked account at most; wide blast also ≤ 150 recipients."""
+WIDE_RCPTS_TARGET = 150
+THROTTLED_TARGET = 0.01
+"""Share of honest messages throttled at most."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +86,9 @@ class Outcome:
 
     actions: dict[Action, int] = field(default_factory=dict)
     escaped: int = 0
+    escaped_rcpts: int = 0
+    after_stop: int = 0
+    """Attack messages accepted after the attack's first refusal (the target is 0)."""
     lock_after: float | None = None
     stopped_after: float | None = None
 
@@ -192,6 +208,23 @@ def attack_messages(shape: str, user: NormalUser, start: float, rng: random.Rand
     t = start
     attacker_net = f"203.0.{rng.randrange(113, 200)}.0/24"
     if shape == "fast-blast":
+        # a webmail script: ~5 messages a second, one random external recipient each
+        for _ in range(2000):
+            rcpts: tuple[str, ...] = (
+                f"v{rng.randrange(10**9)}@spam{rng.randrange(10**6)}.example",
+            )
+            out.append(Msg(t, rcpts, f"note{rng.randrange(10**6)}", attacker_net, True))
+            t += rng.uniform(0.15, 0.25)
+    elif shape == "wide-blast":
+        # direct submission from rotating addresses: 50 recipients a message, at most 4 per
+        # domain, one message every 3 s, for ten minutes
+        while t < start + 600:
+            domains = [f"w{rng.randrange(10**6)}.example" for _ in range(13)]
+            rcpts = tuple(f"v{rng.randrange(10**9)}@{domains[k // 4]}" for k in range(50))
+            net = f"198.{rng.randrange(18, 20)}.{rng.randrange(256)}.0/24"
+            out.append(Msg(t, rcpts, "account-verification", net, True))
+            t += 3.0
+    elif shape == "script-blast":
         for _ in range(2000):
             n = rng.randint(20, 50)
             rcpts = tuple(
@@ -298,6 +331,9 @@ def run_stream(
         if attack_start is not None and msg.attack:
             if escaped:
                 out.escaped += 1
+                out.escaped_rcpts += len(msg.rcpts)
+                if out.stopped_after is not None:
+                    out.after_stop += 1
             elif out.stopped_after is None:
                 out.stopped_after = msg.when - attack_start
             if action is Action.LOCK and out.lock_after is None:
@@ -314,6 +350,8 @@ class Totals:
         default_factory=lambda: {"throttle": set(), "hold": set(), "lock": set()}
     )
     escaped: dict[str, list[int]] = field(default_factory=lambda: {s: [] for s in SHAPES})
+    escaped_rcpts: dict[str, list[int]] = field(default_factory=lambda: {s: [] for s in SHAPES})
+    after_stop: dict[str, list[int]] = field(default_factory=lambda: {s: [] for s in SHAPES})
     lock_after: dict[str, list[float | None]] = field(
         default_factory=lambda: {s: [] for s in SHAPES}
     )
@@ -378,6 +416,8 @@ def _account(t: Totals, uid: int, shape: str, attack_start: float | None, o: Out
         t.messages += n
     if attack_start is not None:
         t.escaped[shape].append(o.escaped)
+        t.escaped_rcpts[shape].append(o.escaped_rcpts)
+        t.after_stop[shape].append(o.after_stop)
         t.lock_after[shape].append(o.lock_after)
 
 
@@ -390,6 +430,8 @@ def summary(t: Totals) -> dict[str, object]:
             "accounts": len(esc),
             "escaped_median": statistics.median(esc) if esc else None,
             "escaped_max": max(esc) if esc else None,
+            "escaped_rcpts_max": max(t.escaped_rcpts[shape], default=None),
+            "after_stop_max": max(t.after_stop[shape], default=None),
             "locked": len(locks),
             "seconds_to_lock_median": round(statistics.median(locks), 1) if locks else None,
             "seconds_to_lock_max": round(max(locks), 1) if locks else None,
@@ -399,7 +441,36 @@ def summary(t: Totals) -> dict[str, object]:
         "false_messages": dict(t.false),
         "false_users": {k: len(v) for k, v in t.false_users.items()},
         "normal_messages_scored": t.messages,
+        "throttled_share": t.false["throttle"] / t.messages if t.messages else 0.0,
     }
+
+
+def verdicts(mine: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
+    """(what, ours, target, met) for every precision target this benchmark measures."""
+    shapes = mine["shapes"]
+    rows: list[tuple[str, str, str, bool]] = []
+    for shape, most in TARGETS.items():
+        worst = shapes[shape]["escaped_max"] or 0
+        rows.append((f"{shape}: messages out (max)", str(worst), f"≤ {most}", worst <= most))
+    wide = shapes["wide-blast"]["escaped_rcpts_max"] or 0
+    rows.append(
+        ("wide-blast: recipients out (max)", str(wide), f"≤ {WIDE_RCPTS_TARGET}", wide <= 150)
+    )
+    after = max((s["after_stop_max"] or 0) for s in shapes.values())
+    rows.append(("attack messages out after first stop (max)", str(after), "0", after == 0))
+    users = mine["false_users"]["hold"] + mine["false_users"]["lock"]
+    rows.append(("honest users held or locked", str(users), "0", users == 0))
+    share = mine["throttled_share"]
+    rows.append(
+        (
+            "honest messages throttled",
+            f"{share:.3%} ({mine['false_messages']['throttle']} msgs, "
+            f"{mine['false_users']['throttle']} users)",
+            f"≤ {THROTTLED_TARGET:.0%}",
+            share <= THROTTLED_TARGET,
+        )
+    )
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -417,6 +488,9 @@ def main(argv: list[str] | None = None) -> int:
         "mailwarden": summary(ours),
         "static_policyd_rate_limit_defaults": summary(static),
     }
+    result["targets"] = [
+        {"what": w, "ours": o, "target": t, "met": m} for w, o, t, m in verdicts(summary(ours))
+    ]
     if args.format == "json":
         json.dump(result, sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -427,7 +501,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"{'shape':<19} {'limiter':<11} {'escaped med/max':>16} {'locked':>8} "
-        f"{'s to lock med/max':>20}"
+        f"{'s to lock med/max':>20} {'after stop':>10}"
     )
     for shape in SHAPES:
         for label, data in (
@@ -442,7 +516,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(
                 f"{shape:<19} {label:<11} {s['escaped_median']!s:>7}/{s['escaped_max']!s:<8} "
-                f"{s['locked']:>4}/{s['accounts']:<3} {lock:>20}"
+                f"{s['locked']:>4}/{s['accounts']:<3} {lock:>20} {s['after_stop_max']!s:>10}"
             )
     for label, data in (
         ("mailwarden", result["mailwarden"]),
@@ -453,6 +527,12 @@ def main(argv: list[str] | None = None) -> int:
             f"false positives {label:<11} throttled {f['throttle']} msgs ({u['throttle']} users)"
             f", held {f['hold']} ({u['hold']}), locked {f['lock']} ({u['lock']})"
         )
+    print("# targets")
+    met_all = True
+    for what, mine, target, met in verdicts(summary(ours)):
+        met_all &= met
+        print(f"{what:<44} ours {mine:<36} target {target:<6} {'met' if met else 'NOT MET'}")
+    print("all targets met" if met_all else "some targets NOT met")
     return 0
 
 

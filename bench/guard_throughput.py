@@ -40,6 +40,7 @@ import redis as redis_client
 import uvloop
 from tests.fixtures.guard_milter_client import MilterClient
 from tests.fixtures.net import free_port, wait_for_port
+from tests.fixtures.paths import example_site_text
 
 ROOT = Path(__file__).resolve().parents[1]
 SITE = """
@@ -180,7 +181,7 @@ def ratios(ours: list[Figures], peer: list[Figures]) -> list[str]:
 
 
 def run_case(folder: Path, store: str, redis_url: str, conns: int, seconds: float) -> list[Figures]:
-    site_text = (ROOT / "examples" / "site.toml").read_text(encoding="utf-8")
+    site_text = example_site_text(guard=False)
     site = folder / f"site-{store}.toml"
     site.write_text(site_text + SITE.format(store=store, redis=redis_url), encoding="utf-8")
     policy, milter = free_port(), free_port()

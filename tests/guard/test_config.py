@@ -11,9 +11,9 @@ import pytest
 from mailwarden.errors import ConfigError
 from mailwarden.site.load import parse_site
 from tests.fixtures.guard_server import write_site
-from tests.fixtures.paths import EXAMPLES
+from tests.fixtures.paths import example_site_text
 
-BASE = (EXAMPLES / "site.toml").read_text(encoding="utf-8")
+BASE = example_site_text(guard=False)
 
 
 def test_guard_section_is_optional_and_validated() -> None:

@@ -10,6 +10,7 @@ from mailwarden.guard.detector import (
     Observation,
     UserState,
     assess,
+    refused_by,
 )
 from mailwarden.guard.window import Recent, Ring
 
@@ -242,3 +243,37 @@ def test_night_burst_of_an_office_hours_user_stands_out() -> None:
     # a young profile is not trusted
     young = UserState()
     assert burst(d, young, T0 - T0 % 86400 + 3 * 3600) == 0.0
+
+
+def test_only_anomalous_refusals_count_as_attempts_after_a_refusal() -> None:
+    limits, ladder = ClassLimits(), Ladder()
+    ceiling = assess(Counters(rcpts_1m=150), limits, ladder)  # one big announcement
+    assert ceiling.action is Action.THROTTLE
+    assert refused_by(ceiling, message("ann", T0, ["a@example.edu"])) == 0
+    spread = assess(Counters(ext_rcpts_1h=85, domains_1h=20), limits, ladder)
+    assert spread.action is Action.THROTTLE
+    assert refused_by(spread, message("spam", T0, ["a@b.example", "c@d.example"])) == 2
+    # refusals of a throttle for the pace alone add nothing: hold needs the evidence
+    pace = Counters(msgs_1m=30, rcpts_1m=30, domains_1m=30, domains_10s=30, refused_1h=400)
+    assert assess(pace, limits, ladder).action is Action.THROTTLE
+
+
+def test_a_stop_holds_while_the_attempts_keep_their_shape() -> None:
+    limits, ladder = ClassLimits(), Ladder()
+    # one new external domain, nothing unusual on its own ...
+    one = Counters(rcpts_1m=1, domains_1m=1, domains_10s=1, ext_rcpts_1h=1, domains_1h=1)
+    assert assess(one, limits, ladder).action is Action.ACCEPT
+    # ... but refused while an anomalous stop is less than an hour old
+    one.refused_1h = 3
+    stopped = assess(one, limits, ladder)
+    assert stopped.action is Action.THROTTLE
+    assert not stopped.anomalous  # it keeps the stop, it does not renew it
+    # mail of another shape (colleagues) goes through
+    internal = Counters(rcpts_1m=4, domains_1m=1, refused_1h=3)
+    assert assess(internal, limits, ladder).action is Action.ACCEPT
+
+
+def test_a_slow_run_with_one_subject_keeps_its_day_count() -> None:
+    """Six in the hour used to replace the day's count of 40 (and let the run out again)."""
+    c = Counters(same_subject_1h=6, same_subject_24h=40)
+    assert assess(c, ClassLimits(), Ladder()).action is Action.HOLD

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import struct
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -14,6 +15,7 @@ from mailwarden.guard.config import GuardConfig
 from mailwarden.guard.detector import Action, Detector, Verdict
 from mailwarden.guard.engine import Engine
 from mailwarden.guard.milter import MilterError, MilterServer, Session, negotiate, reply_for
+from mailwarden.guard.stages import Decision
 from mailwarden.guard.store.memory import MemoryStore
 from tests.fixtures.guard_milter_client import MilterClient, pkt
 
@@ -46,15 +48,19 @@ def test_negotiation_answers_every_stage_but_body() -> None:
 
 
 def test_reply_codes() -> None:
-    assert reply_for(Verdict(Action.ACCEPT), "u") is None
-    assert reply_for(Verdict(Action.HOLD, 5, ("x",)), "u") is None
-    throttle = reply_for(Verdict(Action.THROTTLE, 2, ("100% odd",)), "u")
-    assert throttle is not None
-    assert b"451 4.7.1 " in throttle
-    assert b"%" not in throttle
-    lock = reply_for(Verdict(Action.LOCK, 9, ("x",)), "u")
-    assert lock is not None
-    assert b"550 5.7.1 " in lock
+    def reply(action: Action, *reasons: str) -> bytes | None:
+        return reply_for(Decision(Verdict(action, 2, reasons), "K7QW2M4A"))
+
+    assert reply_for(Decision(Verdict(Action.ACCEPT))) is None
+    assert reply(Action.HOLD, "x") is None
+    throttle = reply(Action.THROTTLE, "100% odd")
+    assert throttle == pkt(
+        b"y", b"451 4.7.1 Sending from this account is paused; try again later (ref K7QW2M4A)\0"
+    )
+    lock = reply(Action.LOCK, "72 external recipients in 1 h (usual \u2264 40)")
+    assert lock == pkt(
+        b"y", b"550 5.7.1 This account is locked; contact the helpdesk (ref K7QW2M4A)\0"
+    )
 
 
 def test_milter_only_blast_is_quarantined_then_refused_and_locked() -> None:
@@ -62,25 +68,43 @@ def test_milter_only_blast_is_quarantined_then_refused_and_locked() -> None:
         client = await MilterClient.connect("127.0.0.1", port)
         ok = await client.message("ann", ["friend@example.org"], subject="lunch?")
         assert ok.final() == ("eom", b"c", "")
-        outcomes = []
+        outcomes, texts, notes = [], [], []
         for i in range(30):
             rcpts = [f"v{i}x{k}@s{i}-{k}.example" for k in range(20)]
             res = await client.message("mal", rcpts, subject=f"Prize {i}", queue_id=f"Q{i}")
             stage, code, text = res.final()
-            if any(a.startswith(b"q") for a in res.actions):
+            quarantined = [a for a in res.actions if a.startswith(b"q")]
+            if quarantined:
                 outcomes.append("quarantine")
+                notes.append(quarantined[0][1:].rstrip(b"\0").decode())
             else:
                 outcomes.append(f"{stage}:{code.decode()}:{text[:9]}")
+                if code == b"y":
+                    texts.append(text)
         assert "quarantine" in outcomes, outcomes
         assert any(o.startswith("rcpt:y:451 4.7.1") for o in outcomes), outcomes
         assert outcomes[-1].startswith("mail:y:550 5.7.1"), outcomes  # locked at MAIL FROM
+        # the sender reads a fixed text and a reference, never a reason or a threshold
+        assert texts
+        for text in texts:
+            assert FIXED.fullmatch(text), text
+        # the quarantine note stays with the queued message: reference and reasons
+        assert all(NOTE.match(n) and re.search(r"\d", n[30:]) for n in notes), notes
         holds = await engine.store.holds()
         assert holds
         assert holds[0].user == "mal"
+        assert holds[0].reason.startswith("ref ")
         assert (await client.message("ann", ["x@example.org"])).final() == ("eom", b"c", "")
         await client.close()
 
     with_milter({"message_stage": "milter-only"}, job)
+
+
+FIXED = re.compile(
+    r"451 4\.7\.1 Sending from this account is paused; try again later \(ref [A-Z2-7]{8}\)"
+    r"|550 5\.7\.1 This account is locked; contact the helpdesk \(ref [A-Z2-7]{8}\)"
+)
+NOTE = re.compile(r"mailwarden guard: held for review, ref [A-Z2-7]{8}: \S")
 
 
 def test_browser_ip_from_the_webmail_received_header_is_the_network() -> None:

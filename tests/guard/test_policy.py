@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import sqlite3
 import urllib.request
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 
 from mailwarden.guard.detector import Action, Verdict
 from mailwarden.guard.policy import ProtocolError, action_for, parse_request
+from mailwarden.guard.stages import Decision
 from tests.fixtures.guard_server import PolicyClient, running_guard, write_site
 from tests.fixtures.guard_server import guard_cli as cli
 from tests.fixtures.net import free_port
@@ -66,18 +68,71 @@ def test_parse_request_bounds() -> None:
 
 
 def test_actions_map_to_postfix_access_verbs() -> None:
-    assert action_for(Verdict(Action.ACCEPT), "u", "RCPT") == "DUNNO"
-    assert action_for(Verdict(Action.THROTTLE, 2, ("x",)), "u", "RCPT").startswith(
-        "DEFER_IF_PERMIT 4.7.1 "
+    def act(action: Action, stage: str, *reasons: str) -> str:
+        return action_for(Decision(Verdict(action, 2, reasons), "K7QW2M4A"), stage)
+
+    assert action_for(Decision(Verdict(Action.ACCEPT)), "RCPT") == "DUNNO"
+    assert act(Action.THROTTLE, "RCPT", "x") == (
+        "DEFER_IF_PERMIT 4.7.1 Sending from this account is paused; try again later (ref K7QW2M4A)"
     )
-    assert action_for(Verdict(Action.THROTTLE, 2, ("x",)), "u", "END-OF-MESSAGE").startswith(
-        "DEFER 4.7.1 "
+    assert act(Action.THROTTLE, "END-OF-MESSAGE", "x").startswith("DEFER 4.7.1 ")
+    assert act(Action.HOLD, "RCPT", "x").startswith("HOLD ")
+    locked = act(Action.LOCK, "RCPT", "a\r\nb")
+    assert locked == "REJECT 5.7.1 This account is locked; contact the helpdesk (ref K7QW2M4A)"
+    helpdesk = action_for(Decision(Verdict(Action.REJECT)), "RCPT", "the IT desk, ext. 4711")
+    assert helpdesk == "REJECT 5.7.1 This account is locked; contact the IT desk, ext. 4711"
+
+
+REPLY = re.compile(
+    r"(DEFER_IF_PERMIT|DEFER) 4\.7\.1 Sending from this account is paused; try again later "
+    r"\(ref (?P<t>[A-Z2-7]{8})\)"
+    r"|REJECT 5\.7\.1 This account is locked; contact the IT desk \(room 101\) "
+    r"\(ref (?P<r>[A-Z2-7]{8})\)"
+)
+
+
+def test_refusals_say_no_reason_and_their_reference_finds_the_reasons(tmp_path: Path) -> None:
+    """A spammer reading the replies learns no reason and no threshold (before: "... try
+    again later (12 messages in 1 min)", "... (72 external recipients in 1 h (usual ? 40))");
+    the admin finds them with the reference the sender quotes."""
+    helpdesk = '[guard]\nhelpdesk = "the IT desk (room 101)"\n'
+    site = write_site(tmp_path, GUARD.replace("[guard]\n", helpdesk, 1))
+    with running_guard(site) as guard:
+        client = PolicyClient(("127.0.0.1", guard.policy_port))
+        actions = blast(client, "mallory", 12)
+        client.close()
+    refused = [a for a in actions if a != "DUNNO" and not a.startswith("HOLD ")]
+    assert refused, actions
+    throttle_refs, lock_refs = set(), set()
+    for action in refused:
+        match = REPLY.fullmatch(action)
+        assert match is not None, action  # a fixed text and a reference, nothing else
+        if match["t"]:
+            throttle_refs.add(match["t"])
+        else:
+            lock_refs.add(match["r"])
+    assert throttle_refs
+    assert len(lock_refs) == 1, lock_refs  # every refusal of the lock quotes the lock's
+    for hold in (a for a in actions if a.startswith("HOLD ")):  # Postfix logs it, no one reads it
+        assert "held for review, ref " in hold
+    # the reference finds the decision and its reasons in the history
+    (ref,) = lock_refs
+    found = cli(site, "history", "mallory", "--ref", ref.lower(), "--format", "json")
+    assert found.returncode == 0, found.stderr
+    (entry,) = json.loads(found.stdout)
+    assert (entry["action"], entry["ref"]) == ("lock", ref)
+    assert "external" in entry["reason"] or "domains" in entry["reason"], entry
+    some = sorted(throttle_refs)[0]
+    (throttled,) = json.loads(
+        cli(site, "history", "mallory", "--ref", some, "--format", "json").stdout
     )
-    assert action_for(Verdict(Action.HOLD, 4, ("x",)), "u", "RCPT").startswith("HOLD ")
-    locked = action_for(Verdict(Action.LOCK, 9, ("a\r\nb",)), "u\n", "RCPT")
-    assert locked.startswith("REJECT 5.7.1 ")
-    assert "\n" not in locked
-    assert "\r" not in locked
+    assert throttled["action"] == "throttle"
+    assert re.search(r"\d", throttled["reason"]), throttled  # the counts are there, for admins
+    table = cli(site, "history", "mallory")
+    assert ref in table.stdout
+    unknown = cli(site, "history", "mallory", "--ref", "AAAAAAAA")
+    assert unknown.returncode == 2
+    assert "no history entry with reference AAAAAAAA" in unknown.stderr
 
 
 def test_policy_server_tcp_and_unix_socket_and_kill9_keeps_the_lock(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from mailwarden.guard.detector import MAX_FINGERPRINTS, Action, Detector, Observ
 from mailwarden.guard.engine import Engine
 from mailwarden.guard.store.base import StoreError
 from mailwarden.guard.store.memory import MemoryStore
-from mailwarden.guard.store.redis import _HELPERS, RedisStore
+from mailwarden.guard.store.redis import WINDOWS_LUA, RedisStore, _spans
 from mailwarden.guard.window import SPANS, Ring
 from tests.fixtures.redis_server import RedisServer, running_redis
 from tests.fixtures.slapd import make_test_ca
@@ -182,7 +182,7 @@ def test_redis_forgets_the_oldest_subject_fingerprint_like_memory(
             va, vb = await memory.decide(obs, detector), await shared.decide(obs, detector)
             a.append((va.action.value, round(va.score, 2)))
             b.append((vb.action.value, round(vb.score, 2)))
-        kept = int(await shared._r.hlen("mwg:{sam}:subj"))
+        kept = int(await shared._r.hlen("mwg:{sam}:subjects"))
         await shared.close()
         return a, b, kept
 
@@ -382,11 +382,12 @@ def test_store_over_tls_and_over_a_unix_socket(tmp_path: Path) -> None:
 
 
 RING_CHECK_LUA = (
-    _HELPERS
+    WINDOWS_LUA
     + """
--- ARGV: ring name, then (now, k) pairs; k = 0 asks for the total, k > 0 adds k
+-- ARGV: ring name, the spans (6), then (now, k) pairs; k = 0 asks for the total, k > 0 adds k
+spans(2)
 local name, w, out = ARGV[1], windows(redis.call('GET', KEYS[1])), {}
-for i = 2, #ARGV, 2 do
+for i = 8, #ARGV, 2 do
   local now, k = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
   if k > 0 then add(w, name, now, k) else out[#out + 1] = total(w, name, now) end
 end
@@ -398,7 +399,7 @@ return out
 
 @settings(max_examples=150, deadline=None)
 @given(
-    name=st.sampled_from(["m1", "mh", "md"]),
+    name=st.sampled_from(["m1", "rh", "rd"]),
     steps=st.lists(
         st.tuples(st.floats(-1500.0, 9000.0), st.integers(0, 5), st.booleans()), max_size=40
     ),
@@ -409,7 +410,7 @@ def test_lua_rings_count_exactly_like_the_memory_store_rings(
     """The Redis script's rings against :class:`~mailwarden.guard.window.Ring` for any
     sequence of adds and totals: time jumping ahead by more than the window, standing still,
     going back a little (clocks of two MTAs), and a state packed and unpacked between calls."""
-    width, n = {"m1": SPANS["1m"], "mh": SPANS["1h"], "md": SPANS["24h"]}[name]
+    width, n = {"m1": SPANS["1m"], "rh": SPANS["1h"], "rd": SPANS["24h"]}[name]
     ring = Ring(width, n)
     client = redis.Redis.from_url(redis_server.url)
     client.delete("ringcheck")
@@ -427,6 +428,6 @@ def test_lua_rings_count_exactly_like_the_memory_store_rings(
             args = []
     got = []
     for part in calls:
-        got += client.eval(RING_CHECK_LUA, 1, "ringcheck", name, *part)
+        got += client.eval(RING_CHECK_LUA, 1, "ringcheck", name, *_spans(), *part)
     client.close()
     assert got == expected

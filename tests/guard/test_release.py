@@ -10,8 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from mailwarden.guard.actions import release
+from mailwarden.guard.config import GuardConfig
 from mailwarden.guard.store.base import HoldInfo
 from mailwarden.guard.store.redis import RedisStore
+from mailwarden.guard.store.sqlite import SqliteStore
 from tests.fixtures.guard_server import guard_cli, write_site
 from tests.fixtures.redis_server import running_redis
 
@@ -88,3 +91,55 @@ def test_release_on_another_mta_goes_there_or_says_where(tmp_path: Path) -> None
             "local-postqueue -i 4Xb2",
         ]
         assert json.loads(cli(mta1, "held", "--format", "json").stdout) == []
+
+
+def test_release_is_an_action_the_cli_only_reports(tmp_path: Path) -> None:
+    """``actions.release``: released messages leave the store's holds and enter the user's
+    history; a failed postsuper keeps the hold listed; another MTA's hold is left alone."""
+    calls = tmp_path / "calls.txt"
+    recorder = tmp_path / "record.py"
+    recorder.write_text(RECORDER)
+    failing = tmp_path / "fail.py"
+    failing.write_text("import sys\nprint('postsuper: fatal: no such queue')\nsys.exit(1)\n")
+
+    def config(postsuper: Path) -> GuardConfig:
+        return GuardConfig.model_validate(
+            {
+                "instance_name": "mta1",
+                "postsuper": [sys.executable, str(postsuper), str(calls), "postsuper"],
+                "postqueue": [sys.executable, str(recorder), str(calls), "postqueue"],
+            }
+        )
+
+    async def run() -> None:
+        store = SqliteStore(tmp_path / "guard.sqlite")
+        for qid, instance in (("4Xa1", "mta1"), ("4Xb2", "mta1"), ("4Xc3", "mta2")):
+            await store.add_hold(HoldInfo(qid, "jdoe", "ref K7QW2M4A: 4 rcpts", T0, instance))
+        assert await release(store, config(recorder), "nobody") == []
+
+        broken = await release(store, config(failing), "4Xa1")
+        assert [(r.hold.queue_id, r.ok, r.elsewhere) for r in broken] == [("4Xa1", False, False)]
+        assert "exited with 1: postsuper: fatal: no such queue" in broken[0].detail
+        assert len(await store.holds()) == 3  # still held, still listed
+
+        done = await release(store, config(recorder), "jdoe", now=T0 + 60)
+        assert [(r.hold.queue_id, r.ok, r.elsewhere) for r in done] == [
+            ("4Xa1", True, False),
+            ("4Xb2", True, False),
+            ("4Xc3", False, True),
+        ]
+        assert calls.read_text().splitlines() == [
+            "postsuper -H 4Xa1",
+            "postqueue -i 4Xa1",
+            "postsuper -H 4Xb2",
+            "postqueue -i 4Xb2",
+        ]
+        assert [h.queue_id for h in await store.holds()] == ["4Xc3"]
+        history = await store.history("jdoe")
+        assert [(e.action, e.reason, e.when) for e in history] == [
+            ("release", "released 4Xa1 on mta1", T0 + 60),
+            ("release", "released 4Xb2 on mta1", T0 + 60),
+        ]
+        await store.close()
+
+    asyncio.run(run())

@@ -16,9 +16,9 @@ from rich.table import Table
 from mailwarden.cli.common import add_config_option, add_format_option, console, formatter
 from mailwarden.cli.common import print_json as _print_json
 from mailwarden.errors import InputError, MailwardenError
-from mailwarden.guard.actions import Locker, run_command
+from mailwarden.guard.actions import Locker
 from mailwarden.guard.config import GuardConfig
-from mailwarden.guard.store.base import Event, HoldInfo, Store
+from mailwarden.guard.store.base import MAX_HISTORY, Event, Store
 from mailwarden.site import load_site
 
 HELP = """\
@@ -37,6 +37,7 @@ up a ladder (throttle → hold + alert → lock) and tells the admins. Configure
   mailwarden guard -c site.toml unlock jdoe               let jdoe send again
   mailwarden guard -c site.toml lock jdoe --reason "phished, ticket 123"
   mailwarden guard -c site.toml history jdoe              what the guard decided about jdoe
+  mailwarden guard -c site.toml history jdoe --ref K7QW2M4A   the refusal jdoe was shown
 
 Exit status: 0 ok; 1 for status when accounts are locked or mail is held (monitoring can
 alert on it); 2 for errors (bad site file, store unreachable).
@@ -62,11 +63,26 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "127.0.0.1:10041 --metrics 127.0.0.1:9141",
         formatter_class=formatter(),
     )
-    serve.add_argument("--policy", metavar="LISTEN", help="HOST:PORT or unix:/path")
-    serve.add_argument("--milter", metavar="LISTEN", help="HOST:PORT or unix:/path")
+    serve.add_argument(
+        "--policy",
+        metavar="LISTEN",
+        help="HOST:PORT or unix:/path (default: [guard] policy_listen)",
+    )
+    serve.add_argument(
+        "--milter",
+        metavar="LISTEN",
+        help="HOST:PORT or unix:/path (default: [guard] milter_listen)",
+    )
     serve.add_argument("--name", default="guard", help="label of this instance in logs/alerts")
-    serve.add_argument("--metrics", metavar="HOST:PORT", help="serve Prometheus metrics here")
-    serve.add_argument("--log-level", default="info", choices=("error", "warning", "info", "debug"))
+    serve.add_argument(
+        "--metrics", metavar="HOST:PORT", help="serve Prometheus metrics here (default: none)"
+    )
+    serve.add_argument(
+        "--log-level",
+        default="info",
+        choices=("error", "warning", "info", "debug"),
+        help="least severe log line written to stderr",
+    )
     serve.set_defaults(func=run_serve)
 
     status = actions.add_parser("status", help="store health, locks and held messages")
@@ -84,21 +100,34 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     release = actions.add_parser(
         "release", help="release held mail: a queue ID or all mail of a user"
     )
-    release.add_argument("key", metavar="QUEUEID|USER")
+    release.add_argument(
+        "key", metavar="QUEUEID|USER", help="a held message's queue ID, or a user: all their mail"
+    )
     release.set_defaults(func=run_release)
 
     unlock = actions.add_parser("unlock", help="let a locked account send again")
-    unlock.add_argument("user")
+    unlock.add_argument("user", help="the SASL login name")
     unlock.set_defaults(func=run_unlock)
 
     lock = actions.add_parser("lock", help="lock an account by hand (or confirm a hold)")
-    lock.add_argument("user")
-    lock.add_argument("--reason", default="locked by an administrator")
+    lock.add_argument("user", help="the SASL login name")
+    lock.add_argument(
+        "--reason",
+        default="locked by an administrator",
+        help="why, for the history, the alert and the lock action",
+    )
     lock.set_defaults(func=run_lock)
 
     history = actions.add_parser("history", help="what the guard decided about a user")
-    history.add_argument("user")
-    history.add_argument("--limit", type=int, default=50)
+    history.add_argument("user", help="the SASL login name")
+    history.add_argument(
+        "--limit", type=int, default=50, metavar="N", help="newest N decisions (at most 1000)"
+    )
+    history.add_argument(
+        "--ref",
+        metavar="REF",
+        help="only the decision with this reference (the one a refused sender quotes)",
+    )
     add_format_option(history)
     history.set_defaults(func=run_history)
 
@@ -167,11 +196,31 @@ def run_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _redis_master(config: GuardConfig) -> dict[str, object]:
+    """Which Redis is master (and which Sentinel said so), for ``status``."""
+    from mailwarden.guard.store.sentinel import RedisError, master_report
+
+    try:
+        found = await master_report(config.redis_url, max(config.redis_timeout, 1.0))
+    except RedisError as exc:
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    return {
+        "master": found.master,
+        "sentinel": found.said_by,
+        "role": found.role,
+        "replicas": found.replicas,
+    }
+
+
 def run_status(args: argparse.Namespace) -> int:
+    config, _, _ = _config(args)
+
     async def job(store: Store) -> int:
         locks = await store.locks()
         holds = await store.holds()
-        data = {"store": store.name, "locked": len(locks), "held": len(holds)}
+        data: dict[str, object] = {"store": store.name, "locked": len(locks), "held": len(holds)}
+        if config.store == "redis":
+            data["redis"] = redis = await _redis_master(config)
         if args.format == "json":
             _print_json(data)
         else:
@@ -179,6 +228,14 @@ def run_status(args: argparse.Namespace) -> int:
                 f"store [bold]{store.name}[/]: reachable · {len(locks)} locked account(s) · "
                 f"{len(holds)} held message(s)"
             )
+            if config.store == "redis":
+                said = f" (named by Sentinel {redis['sentinel']})" if redis.get("sentinel") else ""
+                console.print(
+                    f"redis master [bold]{redis['master']}[/]{said} · role {redis['role']} · "
+                    f"{redis['replicas']} replica(s)"
+                    if "master" in redis
+                    else f"redis master: unknown ({redis['error']})"
+                )
         return 1 if locks or holds else 0
 
     return _with_store(args, job)
@@ -229,34 +286,20 @@ def run_held(args: argparse.Namespace) -> int:
     return _with_store(args, job)
 
 
-def _release_commands(
-    config: GuardConfig, hold: HoldInfo
-) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
-    """postsuper and postqueue argv prefixes that reach the MTA holding ``hold`` (None: only
-    a command run on that MTA can)."""
-    if hold.instance in ("", config.instance_name):
-        return config.postsuper, config.postqueue
-    if not config.remote_postsuper:
-        return None
-
-    def there(argv: tuple[str, ...]) -> tuple[str, ...]:
-        return tuple(arg.replace("{instance}", hold.instance) for arg in argv)
-
-    return there(config.remote_postsuper), there(config.remote_postqueue)
-
-
 def run_release(args: argparse.Namespace) -> int:
+    from mailwarden.guard.actions import release
+
     config, _, _ = _config(args)
 
     async def job(store: Store) -> int:
-        holds = [h for h in await store.holds() if args.key in (h.queue_id, h.user)]
-        if not holds:
+        results = await release(store, config, args.key)
+        if not results:
             raise InputError(f"{args.key}: no held message with this queue ID or user")
-        failed = 0
-        for hold in holds:
-            commands = _release_commands(config, hold)
-            if commands is None:
-                failed += 1
+        for r in results:
+            hold = r.hold
+            if r.ok:
+                console.print(f"[green]✓[/] {r.detail}", highlight=False)
+            elif r.elsewhere:
                 console.print(
                     f"[yellow]![/] {hold.queue_id} ({hold.user}) is held by the MTA of guard "
                     f"instance {hold.instance!r}, not by this one ({config.instance_name!r}); "
@@ -264,22 +307,9 @@ def run_release(args: argparse.Namespace) -> int:
                     f"{hold.queue_id}  (or set [guard] remote_postsuper)",
                     highlight=False,
                 )
-                continue
-            postsuper, postqueue = commands
-            result = await run_command((*postsuper, "-H", hold.queue_id), {}, 30.0)
-            if not result.ok:
-                failed += 1
-                console.print(f"[red]✗[/] {hold.queue_id}: {result.detail}", highlight=False)
-                continue  # still held: stays listed
-            if postqueue:  # released to the deferred queue: ask for delivery now
-                await run_command((*postqueue, "-i", hold.queue_id), {}, 30.0)
-            await store.drop_holds(hold.queue_id)
-            where = f" on {hold.instance}" if hold.instance else ""
-            console.print(f"[green]✓[/] released {hold.queue_id} ({hold.user}){where}")
-            await store.add_event(
-                Event(hold.user, time.time(), "release", f"released {hold.queue_id}{where}")
-            )
-        return 2 if failed else 0
+            else:
+                console.print(f"[red]✗[/] {hold.queue_id}: {r.detail}", highlight=False)
+        return 0 if all(r.ok for r in results) else 2
 
     return _with_store(args, job)
 
@@ -319,20 +349,42 @@ def run_lock(args: argparse.Namespace) -> int:
 
 
 def run_history(args: argparse.Namespace) -> int:
+    from mailwarden.guard.stages import normal_ref
+
     async def job(store: Store) -> int:
-        events = await store.history(args.user, max(1, min(args.limit, 1000)))
+        if args.ref:  # the reference a refused sender quotes: look in all that is kept
+            ref = normal_ref(args.ref)
+            events = [e for e in await store.history(args.user, MAX_HISTORY) if _ref(e) == ref]
+            if not events:
+                raise InputError(
+                    f"{args.user}: no history entry with reference {ref} (the last "
+                    f"{MAX_HISTORY} entries of a user are kept; the JSON log keeps all)"
+                )
+        else:
+            events = await store.history(args.user, max(1, min(args.limit, 1000)))
         if args.format == "json":
             _print_json(
                 [
-                    {"when": e.when, "action": e.action, "reason": e.reason, "detail": e.detail}
+                    {
+                        "when": e.when,
+                        "action": e.action,
+                        "ref": _ref(e),
+                        "reason": e.reason,
+                        "detail": e.detail,
+                    }
                     for e in events
                 ]
             )
             return 0
-        table = Table("when", "action", "reason")
+        table = Table("when", "action", "ref", "reason")
         for e in events:
-            table.add_row(_when(e.when), e.action, e.reason)
+            table.add_row(_when(e.when), e.action, _ref(e), e.reason)
         console.print(table)
         return 0
 
     return _with_store(args, job)
+
+
+def _ref(event: Event) -> str:
+    """The reference the sender was shown for this decision (none for admin actions)."""
+    return event.detail.get("ref", "")

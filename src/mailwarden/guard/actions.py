@@ -1,4 +1,4 @@
-"""What the guard does beyond answering the MTA: lock accounts, release holds, alert people.
+"""What the guard does beyond answering the MTA: lock accounts, release held mail, alert people.
 
 Every action runs at the edge with a timeout and never raises into the decision path: a broken
 LDAP server or mail relay must not stop the guard from refusing a spammer's next message. A
@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
 
-from mailwarden.guard.config import Alerts, LockAction
+from mailwarden.guard.config import Alerts, GuardConfig, LockAction
+from mailwarden.guard.store.base import Event, HoldInfo, Store
 
 log = logging.getLogger("mailwarden.guard")
 
@@ -77,6 +78,10 @@ class Locker:
     """Locks and unlocks accounts in the place that decides who may send (LDAP or a hook)."""
 
     def __init__(self, config: LockAction) -> None:
+        if config.method == "ldap":  # bonsai is the optional extra: fail at start, not at a lock
+            from mailwarden.directory.ldap_client import GUARD_LOCK_SETTING, require_ldap_client
+
+            require_ldap_client(GUARD_LOCK_SETTING)
         self.config = config
 
     async def set(self, user: str, *, locked: bool, reason: str) -> ActionResult:
@@ -130,6 +135,66 @@ class Locker:
                 False, f"LDAP {c.ldap_uri}: cannot set {c.attribute} on {dn}: {exc}"
             )
         return ActionResult(True, f"LDAP: {dn} {c.attribute}={value}")
+
+
+RELEASE_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Released:
+    """What became of one held message on release."""
+
+    hold: HoldInfo
+    ok: bool
+    detail: str
+    elsewhere: bool = False
+    """Held by another guard instance's MTA that this one cannot reach (no
+    ``remote_postsuper``): nothing was tried; the release must run there."""
+
+
+def release_commands(
+    config: GuardConfig, hold: HoldInfo
+) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+    """postsuper and postqueue argv prefixes that reach the MTA holding ``hold`` (None: only
+    a command run on that MTA can)."""
+    if hold.instance in ("", config.instance_name):
+        return config.postsuper, config.postqueue
+    if not config.remote_postsuper:
+        return None
+
+    def there(argv: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(arg.replace("{instance}", hold.instance) for arg in argv)
+
+    return there(config.remote_postsuper), there(config.remote_postqueue)
+
+
+async def release(
+    store: Store, config: GuardConfig, key: str, *, now: float | None = None
+) -> list[Released]:
+    """Release the held messages of queue ID or user ``key``: ``postsuper -H`` on the MTA
+    holding each (here, or over ``remote_postsuper``), then ``postqueue -i`` so it leaves at
+    once. A released message is dropped from the store's holds and noted in its user's
+    history; one that could not be released stays listed. Empty: nothing held under ``key``."""
+    out = []
+    for hold in [h for h in await store.holds() if key in (h.queue_id, h.user)]:
+        commands = release_commands(config, hold)
+        if commands is None:
+            detail = f"held by the MTA of guard instance {hold.instance!r}"
+            out.append(Released(hold, False, detail, elsewhere=True))
+            continue
+        postsuper, postqueue = commands
+        result = await run_command((*postsuper, "-H", hold.queue_id), {}, RELEASE_TIMEOUT)
+        if not result.ok:
+            out.append(Released(hold, False, result.detail))
+            continue  # still held: stays listed
+        if postqueue:  # released to the deferred queue: ask for delivery now
+            await run_command((*postqueue, "-i", hold.queue_id), {}, RELEASE_TIMEOUT)
+        await store.drop_holds(hold.queue_id)
+        where = f" on {hold.instance}" if hold.instance else ""
+        when = time.time() if now is None else now
+        await store.add_event(Event(hold.user, when, "release", f"released {hold.queue_id}{where}"))
+        out.append(Released(hold, True, f"released {hold.queue_id} ({hold.user}){where}"))
+    return out
 
 
 class Alerter:

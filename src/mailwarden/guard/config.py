@@ -95,7 +95,8 @@ class Ladder(_Model):
     message_rcpts_free: int = Field(default=25, ge=1)
     """Recipients in one message that never count as unusual, whatever the user's habit."""
     minute_free: int = Field(default=8, ge=1)
-    """Messages a minute that never count as unusual."""
+    """No longer read: messages a minute alone are never scored (a busy honest sender is not
+    an attack); the pace of new external domains is. Accepted so older site files load."""
     flag_hours: float = Field(default=24.0, gt=0)
     """How long an account stays flagged (no learning of networks or volume) after a
     throttle or hold."""
@@ -172,7 +173,9 @@ class GuardConfig(_Model):
     state_path: Path = Path("guard-state.sqlite")
     redis_url: str = "redis://127.0.0.1:6379/0"
     """``redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]``, ``rediss://…`` (TLS; a private CA with
-    ``?ssl_ca_certs=/path/ca.pem``) or ``unix:///path/redis.sock?db=N``."""
+    ``?ssl_ca_certs=/path/ca.pem``), ``unix:///path/redis.sock?db=N`` or, behind Redis
+    Sentinel, ``redis+sentinel://[:PASSWORD@]HOST:PORT,HOST:PORT/SERVICE/DB`` (see
+    :mod:`mailwarden.guard.store.sentinel`)."""
     redis_timeout: float = Field(default=0.2, gt=0, le=5)
     on_store_error: Literal["accept", "tempfail"] = "accept"
     """Fail open (default: mail flows, admins are alerted) or closed (4.7.x tempfail)."""
@@ -208,19 +211,43 @@ class GuardConfig(_Model):
     postqueue: tuple[str, ...] = ("postqueue",)
     """argv prefix used to deliver a released message at once (``postqueue -i ID``); Postfix
     otherwise waits for the next deferred-queue run."""
+    helpdesk: str = Field(default="the helpdesk", min_length=1, max_length=200)
+    """Whom the refusal of a locked account's mail tells the sender to contact, e.g. ``"the
+    IT service desk (+49 30 1234-5678)"``: ``This account is locked; contact HELPDESK (ref
+    …)``. Printable ASCII (it goes into SMTP replies), no ``%``."""
 
     @field_validator("redis_url")
     @classmethod
     def _redis_url(cls, value: str) -> str:
         from redis.connection import parse_url  # what every Redis connection of ours reads
 
+        from mailwarden.guard.store.sentinel import FORM, is_sentinel_url, parse_sentinel_url
+        from mailwarden.guard.store.sentinel import redact as _redact
+
+        if is_sentinel_url(value):
+            try:
+                parse_sentinel_url(value)
+            except ValueError as exc:
+                raise ValueError(f"{_redact(value)!r}: {exc} (expected {FORM})") from None
+            return value
         try:
             parse_url(value)  # type: ignore[no-untyped-call]
         except ValueError as exc:
             raise ValueError(
-                f"{value!r}: expected redis://HOST:PORT/DB, rediss://HOST:PORT/DB (TLS) or "
-                f"unix:///path/to/redis.sock ({exc})"
+                f"{value!r}: expected redis://HOST:PORT/DB, rediss://HOST:PORT/DB (TLS), "
+                f"unix:///path/to/redis.sock or (Redis Sentinel) {FORM} ({exc})"
             ) from None
+        return value
+
+    @field_validator("helpdesk")
+    @classmethod
+    def _helpdesk(cls, value: str) -> str:
+        bad = sorted({ch for ch in value if not " " <= ch <= "~" or ch == "%"})
+        if bad:
+            raise ValueError(
+                f"{value!r}: an SMTP reply takes printable ASCII without '%' only "
+                f"(found {', '.join(map(repr, bad))})"
+            )
         return value
 
     @field_validator("classes", mode="before")

@@ -22,6 +22,7 @@ from prometheus_client.registry import Collector
 from mailwarden.guard.actions import Alerter, Locker
 from mailwarden.guard.config import GuardConfig
 from mailwarden.guard.detector import Action, Detector, Observation, Verdict
+from mailwarden.guard.stages import new_ref
 from mailwarden.guard.store.base import Event, HoldInfo, Store, StoreError
 
 log = logging.getLogger("mailwarden.guard")
@@ -31,6 +32,12 @@ STORE_ALERT_INTERVAL = 300.0
 HOLD_ALERT_INTERVAL = 3600.0
 REJECT_LOG_INTERVAL = 60.0
 """At most one log line a minute per locked account whose mail keeps being refused."""
+
+
+MAX_LOCK_REFS = 10000
+"""Locked accounts whose reference this guard remembers (see :meth:`Engine.check_lock`)."""
+LOCKED_PREFIX = "account locked: "
+"""How the detector words the refusal of a locked account's mail, before the lock reason."""
 
 
 LATENCY_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.2, 1.0)
@@ -114,19 +121,26 @@ class Engine:
         self._last_store_alert = -STORE_ALERT_INTERVAL
         self._last_hold_alert: dict[str, float] = {}
         self._last_reject_log: dict[str, float] = {}
+        self._lock_refs: dict[str, tuple[str, str]] = {}
+        """user → (lock reason, reference) of the locks this guard has refused mail for."""
         self.store_down = False
 
     # -- deciding --------------------------------------------------------------------------
 
     async def decide(self, obs: Observation, front: str = "policy") -> Verdict:
+        return (await self.judge(obs, front))[0]
+
+    async def judge(self, obs: Observation, front: str = "policy") -> tuple[Verdict, str]:
+        """The verdict on ``obs`` and, above accept, its reference (see :func:`new_ref`)."""
         start = time.perf_counter()
+        ref = ""
         try:
             verdict = await self.store.decide(obs, self.detector)
             self.store_down = False
         except StoreError as exc:
             verdict = self._store_failed(exc, obs.user)
         if verdict.action is not Action.ACCEPT:
-            await self._escalate(obs, verdict, front)
+            ref = await self._escalate(obs, verdict, front)
         elif log.isEnabledFor(logging.DEBUG):  # every decision, when asked for (--log-level debug)
             log.debug(
                 json.dumps(
@@ -142,12 +156,55 @@ class Engine:
                 )
             )
         self.metrics.hot.observe(front, verdict.action.value, time.perf_counter() - start)
-        return verdict
+        return verdict, ref
 
     def locked_at_once(self) -> bool:
         """True when :meth:`locked` answers without waiting: a store that never waits, or
         the Redis store while its local copy of the pool's locks is live."""
-        return self.store.immediate or bool(getattr(self.store, "locks_at_once", False))
+        return self.store.immediate or self.store.locks_at_once
+
+    async def check_lock(self, user: str, front: str = "") -> tuple[Verdict, str]:
+        """Reject (with the lock's reference) when ``user`` is locked, else accept. A store
+        failure accepts (fail open) or tempfails (fail closed), never rejects."""
+        try:
+            why = await self.store.locked(user)
+        except StoreError as exc:
+            return self._store_failed(exc, user), ""
+        if why is None:
+            return Verdict(Action.ACCEPT), ""
+        ref = self._lock_ref(user, why, front)
+        return Verdict(Action.REJECT, 0.0, (LOCKED_PREFIX + why,)), ref
+
+    def _lock_ref(self, user: str, reason: str, front: str) -> str:
+        """The reference shown to a locked account's sender: the lock's own when this guard
+        took the lock, otherwise one made at the first refusal (per lock and guard), written
+        to the history once with the lock's reason; later refusals repeat it, so a script
+        knocking all day neither floods the history nor gets a new reference each time."""
+        known = self._lock_refs.get(user)
+        if known is not None and known[0] == reason:
+            return known[1]
+        ref = new_ref()
+        self._remember_lock(user, reason, ref)
+        event = Event(
+            user,
+            self.clock(),
+            Action.REJECT.value,
+            f"mail refused: {LOCKED_PREFIX}{reason}",
+            {"ref": ref, "front": front, "guard": self.name},
+        )
+        self._background(self._add_event(event))
+        return ref
+
+    def _remember_lock(self, user: str, reason: str, ref: str) -> None:
+        if len(self._lock_refs) >= MAX_LOCK_REFS and user not in self._lock_refs:
+            self._lock_refs.clear()
+        self._lock_refs[user] = (reason, ref)
+
+    async def _add_event(self, event: Event) -> None:
+        try:
+            await self.store.add_event(event)
+        except StoreError as exc:
+            log.error(json.dumps({"event": "store-error", "error": exc.message}))
 
     async def locked(self, user: str) -> str | None:
         """The lock reason of ``user`` or None; a store failure counts as not locked (fail
@@ -185,7 +242,12 @@ class Engine:
             return Verdict(Action.THROTTLE, 0.0, ("guard state store unavailable",))
         return Verdict(Action.ACCEPT, 0.0, ("store down: fail open",))
 
-    async def _escalate(self, obs: Observation, verdict: Verdict, front: str) -> None:
+    async def _escalate(self, obs: Observation, verdict: Verdict, front: str) -> str:
+        """Log, record and act on a verdict above accept; return its reference."""
+        if verdict.action is Action.REJECT:
+            ref = self._lock_ref(obs.user, verdict.text.removeprefix(LOCKED_PREFIX), front)
+        else:
+            ref = new_ref()
         record: dict[str, object] = {
             "event": "decision",
             "guard": self.name,
@@ -196,6 +258,7 @@ class Engine:
             "reasons": list(verdict.reasons),
             "network": obs.network,
             "time": obs.now,
+            "ref": ref,
         }
         if verdict.action is Action.REJECT:
             # a locked account's script keeps knocking: one line per user a minute is enough
@@ -205,23 +268,14 @@ class Engine:
                     self._last_reject_log.clear()
                 self._last_reject_log[obs.user] = obs.now
                 log.warning(json.dumps(record, ensure_ascii=False))
-            return
+            return ref
         log.warning(json.dumps(record, ensure_ascii=False))
         if verdict.reasons == ("guard state store unavailable",):
-            return
-        try:
-            await self.store.add_event(
-                Event(
-                    obs.user,
-                    obs.now,
-                    verdict.action.value,
-                    verdict.text,
-                    {"score": str(verdict.score), "front": front, "guard": self.name},
-                )
-            )
-        except StoreError as exc:
-            log.error(json.dumps({"event": "store-error", "error": exc.message}))
+            return ref
+        detail = {"score": str(verdict.score), "front": front, "guard": self.name, "ref": ref}
+        await self._add_event(Event(obs.user, obs.now, verdict.action.value, verdict.text, detail))
         if verdict.action is Action.LOCK:
+            self._remember_lock(obs.user, verdict.text, ref)
             self.metrics.locks.inc()
             self._background(self._on_lock(obs.user, verdict.text, record))
         elif verdict.action is Action.HOLD:
@@ -231,6 +285,7 @@ class Engine:
                 self._background(
                     self.alerter.send(f"mailwarden guard: mail of {obs.user} held", record)
                 )
+        return ref
 
     async def _on_lock(self, user: str, reason: str, record: dict[str, object]) -> None:
         result = await self.locker.set(user, locked=True, reason=reason)

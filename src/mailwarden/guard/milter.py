@@ -14,6 +14,8 @@ from the webmail's ``Received`` header, the queue ID for holds, and quarantine. 
 Otherwise it only refuses mail of locked accounts at MAIL FROM.
 
 Every packet from the MTA is bounded (1 MiB, as libmilter) and every value we keep is cut.
+This module is only the codec: what each stage means and the words a refused sender reads
+live in :mod:`mailwarden.guard.stages`.
 """
 
 from __future__ import annotations
@@ -22,10 +24,11 @@ import logging
 import struct
 from dataclasses import dataclass, field
 
-from mailwarden.guard.detector import Action, Observation, Verdict
+from mailwarden.guard.detector import Action, Observation
 from mailwarden.guard.engine import Engine
 from mailwarden.guard.listen import Conversation, FrameError
 from mailwarden.guard.signals import browser_ip, network_of, subject_fingerprint
+from mailwarden.guard.stages import Decision, Stages, hold_note, refusal
 
 log = logging.getLogger("mailwarden.guard")
 
@@ -85,23 +88,17 @@ def negotiate(data: bytes) -> bytes:
     return packet(R_OPTNEG, body)
 
 
-def _reply_text(text: str) -> str:
-    return "".join(ch if " " <= ch <= "~" and ch != "%" else "?" for ch in text)[:300]
+def reply_for(decision: Decision, helpdesk: str = "the helpdesk") -> bytes | None:
+    """The REPLYCODE packet for a refusing decision (None for accept and hold)."""
+    refused = refusal(decision, helpdesk)
+    if refused is None:
+        return None
+    return packet(R_REPLYCODE, f"{refused.code} {refused.status} {refused.text}".encode() + b"\0")
 
 
-def reply_for(verdict: Verdict, user: str) -> bytes | None:
-    """The REPLYCODE packet for a refusing verdict (None for accept and hold)."""
-    why, who = _reply_text(verdict.text), _reply_text(user)
-    match verdict.action:
-        case Action.THROTTLE:
-            text = f"451 4.7.1 Sending rate of {who} is unusual; try again later ({why})"
-        case Action.LOCK:
-            text = f"550 5.7.1 Account {who} is locked ({why}); contact the helpdesk"
-        case Action.REJECT:
-            text = f"550 5.7.1 Account {who} is locked; contact the helpdesk"
-        case _:
-            return None
-    return packet(R_REPLYCODE, text.encode() + b"\0")
+def quarantine(decision: Decision) -> bytes:
+    """The QUARANTINE packet of a hold: its note is kept with the queued message."""
+    return packet(R_QUARANTINE, hold_note(decision).encode() + b"\0")
 
 
 @dataclass
@@ -109,8 +106,8 @@ class Message:
     recipients: list[str] = field(default_factory=list)
     subject_fp: str = ""
     browser: str = ""
-    hold: str = ""
-    """Why a recipient's verdict asked to hold the message (quarantined at end of data)."""
+    hold: Decision | None = None
+    """A recipient's hold, carried to the end of data (where the message is quarantined)."""
 
 
 @dataclass
@@ -124,12 +121,14 @@ class Session:
 
 
 class MilterServer:
+    """A codec only: packets become calls of :class:`~mailwarden.guard.stages.Stages`, its
+    decisions become milter replies."""
+
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.config = engine.config
-        watch_locks = getattr(engine.store, "watch_locks", None)
-        if watch_locks is not None:
-            watch_locks()  # Redis: MAIL FROM answered from a local copy of the pool's locks
+        self.stages = Stages(engine)
+        engine.store.watch_locks()  # Redis: MAIL FROM answered from a local copy of the locks
 
     async def on(self, s: Session, cmd: bytes, data: bytes) -> list[bytes]:
         """The reply packets for one command (empty for commands without a reply)."""
@@ -151,26 +150,21 @@ class MilterServer:
             s.user = s.macros.get("{auth_authen}", "")[:256]
             if not s.user:
                 return [ACCEPT_ALL]  # not authenticated: not ours to judge
-            why = await self.engine.locked(s.user)
-            if why:
-                refused = reply_for(Verdict(Action.REJECT, 0.0, (why,)), s.user)
-                assert refused is not None
-                return [refused]
-            return [CONTINUE]
+            refused = reply_for(await self.stages.mail_from(s.user), self.stages.helpdesk)
+            return [refused] if refused is not None else [CONTINUE]
         if cmd == C_RCPT:
             args = cstrings(data)
             rcpt = (args[0] if args else "").strip("<>").lower()[:320]
             if len(s.message.recipients) < MAX_RCPTS:
                 s.message.recipients.append(rcpt)
             if self.config.message_stage == "milter-only" and s.user and rcpt:
-                obs = Observation(user=s.user, now=self.engine.clock(), recipients=(rcpt,))
-                verdict = await self.engine.decide(obs, "milter")
-                refused = reply_for(verdict, s.user)
+                decision = await self.stages.recipient(s.user, rcpt, "milter")
+                refused = reply_for(decision, self.stages.helpdesk)
                 if refused is not None:
                     s.message.recipients.pop()
                     return [refused]
-                if verdict.action is Action.HOLD:
-                    s.message.hold = verdict.text
+                if decision.action is Action.HOLD:
+                    s.message.hold = decision
             return [CONTINUE]
         if cmd == C_HEADER:
             name, value = [*cstrings(data), "", ""][:2]
@@ -190,8 +184,9 @@ class MilterServer:
     async def end_of_message(self, s: Session) -> list[bytes]:
         if not s.user:
             return [CONTINUE]
+        message = None
         if self.config.message_stage in ("milter", "milter-only"):
-            obs = Observation(
+            message = Observation(
                 user=s.user,
                 now=self.engine.clock(),
                 message=True,
@@ -199,21 +194,18 @@ class MilterServer:
                 network=network_of(s.message.browser or s.client),
                 subject_fp=s.message.subject_fp,
             )
-            verdict = await self.engine.decide(obs, "milter")
-        else:
-            why = await self.engine.locked(s.user)
-            verdict = Verdict(Action.REJECT, 0.0, (why,)) if why else Verdict(Action.ACCEPT)
-        if verdict.action is Action.ACCEPT and s.message.hold:
-            verdict = Verdict(Action.HOLD, 0.0, (s.message.hold,))
-        refused = reply_for(verdict, s.user)
+        decision = await self.stages.end_of_message(
+            s.user,
+            "milter",
+            message=message,
+            carried=s.message.hold,
+            queue_id=s.macros.get("i", ""),
+        )
+        refused = reply_for(decision, self.stages.helpdesk)
         if refused is not None:
             return [refused]
-        if verdict.action is Action.HOLD:
-            queue_id = s.macros.get("i", "")[:64]
-            if queue_id:
-                await self.engine.record_hold(queue_id, s.user, verdict.text)
-            reason = _reply_text(f"mailwarden guard: {verdict.text}")
-            return [packet(R_QUARANTINE, reason.encode() + b"\0"), CONTINUE]
+        if decision.action is Action.HOLD:
+            return [quarantine(decision), CONTINUE]
         return [CONTINUE]
 
     def protocol(self) -> MilterConnection:

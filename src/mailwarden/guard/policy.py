@@ -6,6 +6,9 @@ END-OF-DATA (``smtpd_end_of_data_restrictions``): the second check is the final 
 refuses the whole message when the account was locked while the message was being submitted.
 Always with ``default_action=DUNNO``, so mail flows if the guard is down.
 
+This module is only the codec: what each stage means and the words a refused sender reads
+live in :mod:`mailwarden.guard.stages`.
+
 Requests are untrusted and bounded: at most 64 attributes, lines of at most 8 KiB, 64 KiB per
 request; a client that breaks the limits is disconnected.
 """
@@ -14,10 +17,11 @@ from __future__ import annotations
 
 from itertools import repeat
 
-from mailwarden.guard.detector import Action, Observation, Verdict
+from mailwarden.guard.detector import Action, Observation
 from mailwarden.guard.engine import Engine
 from mailwarden.guard.listen import Conversation, FrameError
 from mailwarden.guard.signals import network_of
+from mailwarden.guard.stages import Decision, Stages, hold_note, refusal
 
 MAX_LINE = 8192
 MAX_ATTRS = 64
@@ -61,78 +65,68 @@ def parse_request(block: bytes) -> dict[str, str]:
     return request
 
 
-def _clean(text: str) -> str:
-    """Text safe to put into an SMTP reply: printable ASCII, one line, bounded."""
-    return "".join(ch if " " <= ch <= "~" else "?" for ch in text)[:300]
-
-
-def action_for(verdict: Verdict, user: str, stage: str) -> str:
-    """The access(5) action for a verdict at ``stage`` (RCPT or END-OF-MESSAGE)."""
-    if verdict.action is Action.ACCEPT:
+def action_for(decision: Decision, stage: str, helpdesk: str = "the helpdesk") -> str:
+    """The access(5) action for a decision at ``stage`` (RCPT or END-OF-MESSAGE)."""
+    if decision.action is Action.ACCEPT:
         return "DUNNO"
-    why = _clean(verdict.text)
-    who = _clean(user)
-    match verdict.action:
-        case Action.THROTTLE:
-            verb = "DEFER_IF_PERMIT" if stage == "RCPT" else "DEFER"
-            return f"{verb} 4.7.1 Sending rate of {who} is unusual; try again later ({why})"
-        case Action.HOLD:
-            return f"HOLD guard: held for review ({why})"
-        case Action.LOCK:
-            return f"REJECT 5.7.1 Account {who} is locked ({why}); contact the helpdesk"
-        case Action.REJECT:
-            return f"REJECT 5.7.1 Account {who} is locked; contact the helpdesk"
-    raise AssertionError(verdict.action)
+    if decision.action is Action.HOLD:
+        return f"HOLD {hold_note(decision)}"  # logged by Postfix, never sent to the client
+    refused = refusal(decision, helpdesk)
+    assert refused is not None
+    if not refused.temporary:
+        return f"REJECT {refused.status} {refused.text}"
+    verb = "DEFER_IF_PERMIT" if stage == "RCPT" else "DEFER"  # at RCPT: only if the rest permits
+    return f"{verb} {refused.status} {refused.text}"
 
 
 class PolicyServer:
-    """One instance serves every connection of one MTA (or several, sharing the engine)."""
+    """One instance serves every connection of one MTA (or several, sharing the engine).
+
+    A codec only: requests become calls of :class:`~mailwarden.guard.stages.Stages`, its
+    decisions become access(5) actions."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.config = engine.config
-        self.local_domains = engine.detector.local_domains
+        self.stages = Stages(engine)
 
-    async def respond(self, request: dict[str, str], held: dict[str, str]) -> str:
+    async def respond(self, request: dict[str, str], held: dict[str, Decision]) -> str:
         user = request.get("sasl_username", "")[:256]
         if not user:
             return "DUNNO"  # not an authenticated submission: the relay rules decide
         stage = request.get("protocol_state", "").upper()
-        now = self.engine.clock()
         instance = request.get("instance", "")[:64]
+        helpdesk = self.stages.helpdesk
         if stage == "RCPT":
             rcpt = request.get("recipient", "")[:320].lower()
-            obs = Observation(user=user, now=now, recipients=(rcpt,) if rcpt else ())
-            verdict = await self.engine.decide(obs, "policy")
-            if verdict.action is Action.HOLD and instance and len(held) < MAX_HELD_PER_CONNECTION:
-                held[instance] = verdict.text
-            return action_for(verdict, user, stage)
+            decision = await self.stages.recipient(user, rcpt, "policy")
+            if decision.action is Action.HOLD and instance and len(held) < MAX_HELD_PER_CONNECTION:
+                held[instance] = decision
+            return action_for(decision, stage, helpdesk)
         if stage not in ("END-OF-MESSAGE", "DATA"):
             return "DUNNO"
-        reason = held.pop(instance, None) if instance else None
+        carried = held.pop(instance, None) if instance else None
+        message = None
         if self.config.message_stage == "policy" and stage == "END-OF-MESSAGE":
             try:
                 count = int(request.get("recipient_count", "0") or 0)
             except ValueError:
                 count = 0
-            obs = Observation(
+            message = Observation(
                 user=user,
-                now=now,
+                now=self.engine.clock(),
                 message=True,
                 rcpt_count=min(max(count, 0), 100_000),
                 network=network_of(request.get("client_address", "")),
             )
-            verdict = await self.engine.decide(obs, "policy")
-        else:
-            why = await self.engine.locked(user)
-            verdict = Verdict(Action.REJECT, 0.0, (why,)) if why else Verdict(Action.ACCEPT)
-        if verdict.action is Action.ACCEPT and reason is not None:
-            verdict = Verdict(Action.HOLD, 0.0, (reason,))
-        if verdict.action is Action.HOLD:
-            queue_id = request.get("queue_id", "")[:64]
-            if queue_id:
-                await self.engine.record_hold(queue_id, user, verdict.text)
-        return action_for(verdict, user, stage)
+        decision = await self.stages.end_of_message(
+            user,
+            "policy",
+            message=message,
+            carried=carried,
+            queue_id=request.get("queue_id", ""),
+        )
+        return action_for(decision, stage, helpdesk)
 
     def protocol(self) -> PolicyConnection:
         """A new connection (the protocol factory for :func:`~.listen.start`)."""
@@ -147,7 +141,8 @@ class PolicyConnection(Conversation):
     def __init__(self, server: PolicyServer) -> None:
         super().__init__(server.engine.store.immediate)
         self.server = server
-        self.held: dict[str, str] = {}
+        self.held: dict[str, Decision] = {}
+        """Holds at RCPT by ``instance``, carried to the message's END-OF-MESSAGE."""
 
     def take(self) -> list[dict[str, str]]:
         buf, requests, start = self.buf, [], 0

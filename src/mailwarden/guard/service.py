@@ -57,19 +57,15 @@ def housekeeping(engine: Engine) -> None:
     """Once a minute: forget accounts idle for IDLE_DAYS (memory, SQLite; Redis expires
     them by itself), save what the store learned (SQLite) and keep the per-user state out of
     the garbage collector's full passes (see :func:`settle_garbage`)."""
-    forget_idle = getattr(engine.store, "forget_idle", None)
-    if forget_idle is not None:
-        try:
-            gone = forget_idle(engine.clock())
-        except Exception as exc:  # never let housekeeping stop the server
-            log.error(json.dumps({"event": "forget-idle-failed", "error": str(exc)}))
-        else:
-            if gone:
-                log.info(json.dumps({"event": "forgot-idle-users", "count": len(gone)}))
-    checkpoint = getattr(engine.store, "checkpoint", None)
-    if checkpoint is not None:
-        with contextlib.suppress(Exception):
-            checkpoint()
+    try:
+        gone = engine.store.forget_idle(engine.clock())
+    except Exception as exc:  # never let housekeeping stop the server
+        log.error(json.dumps({"event": "forget-idle-failed", "error": str(exc)}))
+    else:
+        if gone:
+            log.info(json.dumps({"event": "forgot-idle-users", "count": len(gone)}))
+    with contextlib.suppress(Exception):
+        engine.store.checkpoint()
     settle_garbage()
 
 

@@ -132,3 +132,13 @@ class Recent:
                 break
             seen.popitem(last=False)
         return len(seen)
+
+    def count_since(self, since: float, cap: int = 100_000) -> int:
+        """Distinct values last seen after ``since`` (newest first, so it costs the count, not
+        the set; at most ``cap``): the short windows read from a longer set."""
+        n = 0
+        for value in reversed(self.seen):
+            if self.seen[value] <= since or n >= cap:
+                break
+            n += 1
+        return n

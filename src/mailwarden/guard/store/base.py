@@ -88,3 +88,28 @@ class Store(Protocol):
     async def ping(self) -> None: ...
 
     async def close(self) -> None: ...
+
+    # -- what only some stores do: declared here, a no-op where it means nothing ----------
+
+    @property
+    def locks_at_once(self) -> bool:
+        """True while :meth:`locked` answers without waiting though the store otherwise
+        waits (Redis with a live local copy of the pool's locks)."""
+        ...
+
+    def watch_locks(self) -> None:
+        """A serving guard starts following the pool's locks (Redis: pub/sub into a local
+        copy, so the milter refuses a locked account at MAIL FROM without a round trip);
+        a no-op where the locks are local anyway."""
+        ...
+
+    def forget_idle(self, now: float) -> list[str]:
+        """Forget the accounts idle for :data:`IDLE_DAYS` (locked ones kept); return who
+        was forgotten. Called once a minute; a no-op where the store expires them itself."""
+        ...
+
+    def checkpoint(self) -> int:
+        """Save what was learned since the last call (baselines, networks); return how
+        many accounts. Called once a minute and at shutdown; a no-op where every change is
+        already saved (or nothing survives a restart)."""
+        ...

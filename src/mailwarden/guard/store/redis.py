@@ -1,10 +1,13 @@
 """Redis-backed state shared by several MTAs: one atomic Lua call per decision.
 
-The Lua script below does what :func:`mailwarden.guard.detector.record` does for the memory
-store — lock check, bucketed windows, distinct recipient and domain sets, subject
+The Lua script ``lua/record.lua`` does what :func:`mailwarden.guard.detector.record` does for
+the memory store — lock check, bucketed windows, distinct recipient and domain sets, subject
 fingerprints, networks with probation, the decayed baseline — atomically on the server, and
-returns the :class:`Counters`. It travels over a pipelined connection of our own
-(:mod:`.resp`), because redis-py's per-command overhead costs more CPU than the decision.
+returns the :class:`Counters`; ``lua/flag.lua`` does what :func:`~.detector.flag` does. Each
+script's header documents its KEYS, ARGV and reply; every number their rules use is passed in
+ARGV from the one Python copy (:func:`record_constants`), none is written in the Lua. The
+record call travels over a pipelined connection of our own (:mod:`.resp`), because
+redis-py's per-command overhead costs more CPU than the decision.
 The verdict is then computed by the same pure :func:`~mailwarden.guard.detector.assess` as
 everywhere else. Only an escalation (throttle, hold, lock: rare) costs a second call. Every
 key of a user carries the hash tag ``{user}``, so all of them would land on one Redis Cluster
@@ -26,19 +29,26 @@ import contextlib
 import json
 import logging
 import time
+from importlib import resources
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from mailwarden.guard.config import GuardConfig
 from mailwarden.guard.detector import (
+    BASELINE_GAP_HOURS,
+    MAX_DISTINCT,
     MAX_FINGERPRINTS,
+    MAX_NETWORKS,
+    MAX_SUBJECT_TIMES,
     NETWORK_MEMORY_DAYS,
     NETWORK_PROBATION,
+    PACE_WINDOW,
     RCPT_ALPHA,
     RCPT_HISTORY,
+    RCPT_SEEN_CAP,
     Action,
     Counters,
     Detector,
@@ -57,309 +67,80 @@ from mailwarden.guard.store.base import (
     StoreError,
 )
 from mailwarden.guard.store.resp import RespError, ScriptConnection
-from mailwarden.guard.window import SPANS
+from mailwarden.guard.store.sentinel import (
+    client,
+    master_moved,
+    note_replication,
+    replicas_to_wait,
+)
+from mailwarden.guard.window import DAY, HOUR, MINUTE, SPANS
 
 PREFIX = "mwg"
-MAX_DISTINCT = 2000
+RCPT_SET_TTL = int(HOUR) + 60
+DOMAIN_SET_TTL = int(DAY) + 60
+SUBJECT_TTL = int(DAY + HOUR)
+"""Times to live of a user's keys besides the scalar hash (which lives IDLE_DAYS): each a
+window plus slack, so an idle user's sets go away on their own. Storage only: no rule reads
+them (the scripts prune by time themselves)."""
 
-# The windows of a user live in one field ("w") of the user's scalar hash, packed with the
-# cmsgpack library Redis builds into its Lua: {name = ring}. A ring is an array {head, c0 ..
-# c(n-1), running total} with the semantics of :class:`mailwarden.guard.window.Ring` (head =
-# newest bucket index, counts at index % n, the total kept as buckets come and go). One HGET,
-# one unpack, plain Lua arithmetic, one pack, one HSET: the earlier layout (two hash fields
-# per bucket, an HMGET per total) spent ~0.5 ms of Redis time per decision building field
-# names and converting replies; this one ~0.1 ms.
-_HELPERS = (
-    "local SPEC = {"
-    + ", ".join(
-        f"{name} = {{{width:g}, {n}}}"
-        for name, (width, n) in {
-            "m1": SPANS["1m"],
-            "mh": SPANS["1h"],
-            "md": SPANS["24h"],
-            "r1": SPANS["1m"],
-            "rh": SPANS["1h"],
-            "rd": SPANS["24h"],
-            "xh": SPANS["1h"],
-            "fh": SPANS["1h"],
-            "ah": SPANS["1h"],
-            "sh": SPANS["1h"],
-            "sd": SPANS["24h"],
-        }.items()
-    )
-    + "}\n"
-    + """
-local function windows(packed)
-  if packed then return cmsgpack.unpack(packed) end
-  return {}
-end
-local function ring(w, name)
-  local r = w[name]
-  if not r then
-    local n = SPEC[name][2]
-    r = {-1}
-    for i = 2, n + 2 do r[i] = 0 end  -- counts at 2 .. n+1, their running total at n+2
-    w[name] = r
-  end
-  return r
-end
-local function advance(r, n, idx)
-  local head = r[1]
-  if idx <= head then return end
-  if head < 0 or idx - head >= n then
-    for i = 2, n + 2 do r[i] = 0 end
-  else
-    local running = r[n + 2]
-    for b = head + 1, idx do
-      local i = b % n + 2
-      running = running - r[i]
-      r[i] = 0
-    end
-    r[n + 2] = running
-  end
-  r[1] = idx
-end
-local function add(w, name, now, k)
-  local spec = SPEC[name]
-  local r, n = ring(w, name), spec[2]
-  local idx = math.floor(now / spec[1])
-  advance(r, n, idx)
-  if idx >= r[1] - n + 1 then
-    local i = idx % n + 2
-    r[i] = r[i] + k
-    r[n + 2] = r[n + 2] + k
-  end
-end
-local function total(w, name, now)
-  local spec = SPEC[name]
-  local r, n = ring(w, name), spec[2]
-  advance(r, n, math.floor(now / spec[1]))
-  return r[n + 2]
-end
-local function distinct_add(z, now, value)
-  redis.call('ZADD', z, now, value)
-end
-local function distinct_count(z, now, window, cap)
-  redis.call('ZREMRANGEBYSCORE', z, '-inf', now - window)
-  local n = redis.call('ZCARD', z)
-  if n > cap then
-    redis.call('ZREMRANGEBYRANK', z, 0, n - cap - 1)
-    n = cap
-  end
-  redis.call('EXPIRE', z, math.ceil(window) + 60)
-  return n
-end
-"""
-)
 
-# KEYS: 1 scalars hash (with the windows), 2 lock, 3 rcpt zset (1h), 4 unused (a 1 h domain
-# zset once: the 24 h one answers for the hour too), 5 domain zset (24h), 6 subject hash
-# (fingerprint → packed windows), 7 network hash.
-# ARGV: 1 now, 2 distinct(0/1), 3 message(0/1), 4 network, 5 subject fp, 6 probation s,
-# 7 network memory s, 8 half-life days, 9 cap, 10 recipients of the message (0 at RCPT),
-# 11 hours added to UTC for the hour of the day, 12 profile days, 13 N recipients to count,
-# 14..13+N recipients, then the external domains (one per external recipient).
-RECORD_LUA = (
-    _HELPERS
-    + f"local RCPT_HISTORY, RCPT_ALPHA = {RCPT_HISTORY}, {RCPT_ALPHA}\n"
-    + f"local MAX_FINGERPRINTS, IDLE_SECONDS = {MAX_FINGERPRINTS}, {IDLE_DAYS * 86400}\n"
-    + """
-local h = KEYS[1]
-local why = redis.call('GET', KEYS[2])
-if why then return {why} end
-local now = tonumber(ARGV[1])
-local distinct = ARGV[2] == '1'
-local message = ARGV[3] == '1'
-local network, fp = ARGV[4], ARGV[5]
-local probation, memory = tonumber(ARGV[6]), tonumber(ARGV[7])
-local half_life, cap = tonumber(ARGV[8]), tonumber(ARGV[9])
-local mrcpts = tonumber(ARGV[10])
-local offset, profile_days = tonumber(ARGV[11]), tonumber(ARGV[12])
-local n = tonumber(ARGV[13])
+def _script(name: str) -> str:
+    """A Lua script of ``lua/`` with the shared window helpers in front of it (Redis scripts
+    cannot load one another)."""
+    folder = resources.files(__package__) / "lua"
+    helpers = (folder / "windows.lua").read_text(encoding="utf-8")
+    return helpers + (folder / name).read_text(encoding="utf-8")
 
-local s = redis.call('HMGET', h, 'peak', 'hidx', 'hext', 'flag', 'psince', 'ravg', 'rseen', 'w')
-local peak = tonumber(s[1]) or 0
-local hidx = tonumber(s[2]) or -1
-local hext = tonumber(s[3]) or 0
-local flagged_until = tonumber(s[4]) or 0
-local flagged = now < flagged_until
-local index = math.floor(now / 3600)
-local psince = tonumber(s[5]) or -1
-local w = windows(s[8])
-if not s[8] and s[2] then
-  -- kept by a guard from before the packed windows: drop its per-bucket fields once
-  local stale = {}
-  for _, f in ipairs(redis.call('HKEYS', h)) do
-    if string.find(f, '^%a%w:%d+t?$') then stale[#stale + 1] = f end
-  end
-  for i = 1, #stale, 500 do
-    redis.call('HDEL', h, unpack(stale, i, math.min(i + 499, #stale)))
-  end
-end
-local out = {}  -- learned fields of h to write back with the windows
 
--- baseline: fold finished clock hours into the decayed peak unless flagged
-if psince < 0 then
-  psince = index
-  redis.call('HSET', h, 'psince', psince)
-end
-if hidx < 0 then
-  hidx = index
-elseif index > hidx then
-  local decay1 = 0.5 ^ (1 / (half_life * 24))
-  peak = peak * decay1
-  if not flagged and hext > peak then peak = hext end
-  -- the hour-of-day profile: the slot of the finished hour keeps its decayed peak
-  if not flagged and hext > 0 then
-    local pf = 'p' .. (math.floor(hidx + offset) % 24)
-    local pv = (tonumber(redis.call('HGET', h, pf)) or 0) * (0.5 ^ (24 / (half_life * 24)))
-    if hext > pv then pv = hext end
-    redis.call('HSET', h, pf, tostring(pv))
-  end
-  local gap = index - hidx - 1
-  if gap > 0 then peak = peak * (0.5 ^ (math.min(gap, 8760) / (half_life * 24))) end
-  hidx = index
-  hext = 0
-end
+WINDOWS_LUA = (resources.files(__package__) / "lua" / "windows.lua").read_text(encoding="utf-8")
+RECORD_LUA = _script("record.lua")
+FLAG_LUA = _script("flag.lua")
 
-local typical = 0
-if message then
-  add(w, 'm1', now, 1); add(w, 'mh', now, 1); add(w, 'md', now, 1)
-  if mrcpts > 0 then
-    local ravg, rseen = tonumber(s[6]) or 0, tonumber(s[7]) or 0
-    if rseen >= RCPT_HISTORY then typical = ravg end
-    if not flagged then
-      if rseen == 0 then ravg = mrcpts else ravg = ravg + RCPT_ALPHA * (mrcpts - ravg) end
-      rseen = math.min(rseen + 1, 1000000)
-      out[#out + 1] = 'ravg'; out[#out + 1] = tostring(ravg)
-      out[#out + 1] = 'rseen'; out[#out + 1] = rseen
-    end
-  end
-end
--- recipients accepted this hour: read before this decision, then counted as accepted;
--- a verdict other than accept takes them back in the FLAG call (as memory counts them only
--- after an accept)
-local accepted = total(w, 'ah', now)
-local ext = 0
-if n > 0 then
-  add(w, 'ah', now, n)
-  add(w, 'r1', now, n); add(w, 'rh', now, n); add(w, 'rd', now, n)
-  if distinct then
-    for i = 14, 13 + n do distinct_add(KEYS[3], now, ARGV[i]) end
-    for i = 14 + n, #ARGV do
-      ext = ext + 1
-      distinct_add(KEYS[5], now, ARGV[i])
-    end
-    if ext > 0 then
-      add(w, 'xh', now, ext)
-      hext = hext + ext
-    end
-  end
-end
-local same1, same24 = 0, 0
-if message and fp ~= '' and distinct then
-  local fh = KEYS[6]
-  local packed = redis.call('HGET', fh, fp)
-  if not packed and redis.call('HLEN', fh) >= MAX_FINGERPRINTS then
-    -- full: forget the fingerprint seen longest ago (as memory forgets the oldest)
-    local all, oldest, at = redis.call('HGETALL', fh), nil, nil
-    for i = 1, #all, 2 do
-      local head = cmsgpack.unpack(all[i + 1]).sh[1]
-      if at == nil or head < at then oldest, at = all[i], head end
-    end
-    redis.call('HDEL', fh, oldest)
-  end
-  local fw = windows(packed)
-  add(fw, 'sh', now, 1); add(fw, 'sd', now, 1)
-  same1, same24 = total(fw, 'sh', now), total(fw, 'sd', now)
-  redis.call('HSET', fh, fp, cmsgpack.pack(fw))
-  redis.call('EXPIRE', fh, 90000)
-end
-local new_network = 0
-if network ~= '' then
-  local nh = KEYS[7]
-  local all = redis.call('HGETALL', nh)
-  local known, count, mine = {}, 0, nil
-  for i = 1, #all, 2 do
-    local first, last = string.match(all[i + 1], '([^,]+),([^,]+)')
-    first, last = tonumber(first), tonumber(last)
-    if last < now - memory then
-      redis.call('HDEL', nh, all[i])
-    else
-      count = count + 1
-      if first <= now - probation then known[all[i]] = true end
-      if all[i] == network then mine = first end
-    end
-  end
-  local any_known = next(known) ~= nil
-  if mine == nil and not flagged and count < 64 then
-    redis.call('HSET', nh, network, now .. ',' .. now)
-  elseif mine ~= nil then
-    redis.call('HSET', nh, network, mine .. ',' .. now)
-  end
-  if any_known and not known[network] then new_network = 1 end
-  redis.call('EXPIRE', nh, math.ceil(memory))
-end
-local profile = -1
-if index - psince >= profile_days * 24 then
-  profile = tonumber(redis.call('HGET', h, 'p' .. (math.floor(index + offset) % 24))) or 0
-end
--- distinct domains of the last hour: the 24 h set holds each domain's last sighting
-local domains24 = distinct_count(KEYS[5], now, 86400, cap)
-local domains1 = redis.call('ZCOUNT', KEYS[5], '(' .. (now - 3600), '+inf')
-local reply = {
-  false,
-  total(w, 'm1', now), total(w, 'mh', now), total(w, 'md', now),
-  total(w, 'r1', now), total(w, 'rh', now), total(w, 'rd', now),
-  total(w, 'xh', now),
-  distinct_count(KEYS[3], now, 3600, cap), domains1, domains24,
-  total(w, 'fh', now),
-  same1, same24, new_network, tostring(peak), flagged and 1 or 0, tostring(typical),
-  tostring(profile), accepted
-}
-redis.call('HSET', h, 'peak', tostring(peak), 'hidx', hidx, 'hext', hext,
-  'w', cmsgpack.pack(w), unpack(out))
-redis.call('EXPIRE', h, IDLE_SECONDS)
-return reply
-"""
-)
 
-# KEYS: 1 scalars hash, 2 network hash. ARGV: 1 now, 2 flag until, 3 refused count,
-# 4 probation s, 5 recipients the record call counted as accepted that were not.
-FLAG_LUA = (
-    _HELPERS
-    + """
-local h = KEYS[1]
-local now, until_, refused = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local s = redis.call('HMGET', h, 'flag', 'w')
-local w = windows(s[2])
-if until_ > (tonumber(s[1]) or 0) then redis.call('HSET', h, 'flag', until_) end
-if refused > 0 then add(w, 'fh', now, refused) end
-local back = tonumber(ARGV[5]) or 0
-if back > 0 then
-  local r, width, n = ring(w, 'ah'), SPEC['ah'][1], SPEC['ah'][2]
-  local idx = math.floor(now / width)
-  if idx <= r[1] and idx >= r[1] - n + 1 then
-    local i = idx % n + 2
-    local taken = math.min(r[i], back)
-    r[i] = r[i] - taken
-    r[n + 2] = r[n + 2] - taken
-  end
-end
-redis.call('HSET', h, 'hext', 0, 'w', cmsgpack.pack(w))
-local all = redis.call('HGETALL', KEYS[2])
-for i = 1, #all, 2 do
-  local first = tonumber(string.match(all[i + 1], '([^,]+),'))
-  if first > now - tonumber(ARGV[4]) then redis.call('HDEL', KEYS[2], all[i]) end
-end
-return 1
-"""
-)
+def _spans() -> list[str]:
+    """ARGV for ``windows.lua``'s ``spans()``: width and bucket count of the three windows."""
+    return [x for key in ("1m", "1h", "24h") for x in (repr(SPANS[key][0]), str(SPANS[key][1]))]
+
+
+def record_constants(config: GuardConfig) -> list[str]:
+    """ARGV[8..36] of ``record.lua``: every number its rules use, from the one Python copy
+    (see the script's header for the order)."""
+    ladder = config.ladder
+    return [
+        *_spans(),
+        repr(HOUR),
+        repr(ladder.baseline_half_life_days),
+        str(BASELINE_GAP_HOURS),
+        repr(ladder.profile_utc_offset),
+        repr(ladder.profile_days),
+        str(int(DAY // HOUR)),
+        str(RCPT_HISTORY),
+        repr(RCPT_ALPHA),
+        str(RCPT_SEEN_CAP),
+        str(MAX_DISTINCT),
+        repr(HOUR),
+        repr(DAY),
+        repr(HOUR),
+        str(MAX_FINGERPRINTS),
+        str(MAX_SUBJECT_TIMES),
+        repr(NETWORK_PROBATION),
+        repr(NETWORK_MEMORY_DAYS * DAY),
+        str(MAX_NETWORKS),
+        str(IDLE_DAYS * 86400),
+        str(RCPT_SET_TTL),
+        str(DOMAIN_SET_TTL),
+        str(SUBJECT_TTL),
+        ",".join(repr(w) for w in (MINUTE, PACE_WINDOW)),  # domains_1m, domains_10s
+    ]
 
 
 def _learned(field: str) -> bool:
-    """Fields of the scalar hash an unlock keeps: the baseline and the hour-of-day profile."""
-    return field in ("peak", "hidx", "psince") or (field[:1] == "p" and field[1:].isdigit())
+    """Fields of the scalar hash an unlock keeps, as :func:`~mailwarden.guard.detector.forgive`
+    does: the baseline, the hour-of-day profile, the usual recipients per message and the
+    user's clock."""
+    return field in ("peak", "hidx", "psince", "ravg", "rseen", "t") or (
+        field[:1] == "p" and field[1:].isdigit()
+    )
 
 
 def _keys(user: str) -> list[str]:
@@ -420,7 +201,7 @@ class LockWatch:
         self.locked: dict[str, tuple[str, float]] = {}
         """user → (reason, monotonic expiry; inf when the lock does not expire)"""
         # no retries: a reconnect must go through :meth:`_run`, which reloads the set
-        self._client = aioredis.from_url(
+        self._client = client(
             url,
             decode_responses=True,
             socket_connect_timeout=max(timeout, 1.0),
@@ -446,14 +227,18 @@ class LockWatch:
         return entry[0]
 
     async def _run(self) -> None:
+        told = False  # this outage was logged (once per outage; each retry resubscribes)
         while True:
+            generation = self.generation
             try:
                 await self._follow()
             except asyncio.CancelledError:
                 self.live = False
                 raise
             except Exception as exc:  # whatever it was: fall back to asking Redis
-                if self.live or self.generation == 0:
+                told = told and self.generation == generation  # was live: a new outage
+                if not told:
+                    told = True
                     log.warning(
                         json.dumps(
                             {
@@ -494,6 +279,8 @@ class LockWatch:
                 if now - pinged >= self.PING_EVERY:
                     pinged = now
                     await pubsub.ping()
+                    if await master_moved(self._client):  # Sentinel: a switchover
+                        raise RedisError("the Redis master moved")
         finally:
             self.live = False
             await pubsub.aclose()  # type: ignore[no-untyped-call]
@@ -521,11 +308,13 @@ class LockWatch:
 class RedisStore:
     name = "redis"
     immediate = False
+    _constants: tuple[GuardConfig, list[str]] | None = None
+    """The configuration the record script's constants were last built for, and them."""
 
     def __init__(self, url: str, *, timeout: float = 0.2, lock_ttl: float = 0.0) -> None:
         self.url = url
         self.lock_ttl = lock_ttl
-        self._r = aioredis.from_url(
+        self._r = client(
             url,
             decode_responses=True,
             socket_timeout=timeout,
@@ -533,6 +322,9 @@ class RedisStore:
             retry_on_timeout=False,
             health_check_interval=0,
         )
+        self._replicas = replicas_to_wait(url)
+        self._wait_ms = max(1, int(timeout * 500))
+        """A lock or hold waits for ``_replicas`` replicas, at most half the timeout."""
         self._record = ScriptConnection(url, RECORD_LUA, timeout)
         self._flag = self._r.register_script(FLAG_LUA)
         self.watch = LockWatch(self, url, timeout)
@@ -546,6 +338,12 @@ class RedisStore:
     def locks_at_once(self) -> bool:
         """True while :meth:`locked` answers from the local set, without a round trip."""
         return self.watch.live
+
+    def forget_idle(self, now: float) -> list[str]:
+        return []  # Redis lets the keys of idle accounts expire
+
+    def checkpoint(self) -> int:
+        return 0  # every change is in Redis already
 
     def _fail(self, exc: Exception) -> StoreError:
         return StoreError(f"redis {self._safe_url()}: {type(exc).__name__}: {exc}")
@@ -563,60 +361,65 @@ class RedisStore:
             for d in (r.rpartition("@")[2] for r in obs.recipients)
             if not is_internal(d, detector.local_domains)
         ]
+        constants = self._constants
+        if constants is None or constants[0] is not config:
+            constants = self._constants = (config, record_constants(config))
         args: list[Any] = [
             repr(obs.now),
             "1" if limits.anomaly else "0",
             "1" if obs.message else "0",
             obs.network,
             obs.subject_fp,
-            NETWORK_PROBATION,
-            NETWORK_MEMORY_DAYS * 86400,
-            config.ladder.baseline_half_life_days,
-            MAX_DISTINCT,
             obs.rcpt_count if obs.message else 0,
-            config.ladder.profile_utc_offset,
-            config.ladder.profile_days,
             len(obs.recipients),
+            *constants[1],
             *obs.recipients,
             *externals,
         ]
         try:
-            raw = await self._record.evalsha(keys[:7], args)
+            # KEYS: scalars, lock, recipients, domains (24 h), subjects, networks
+            raw = await self._record.evalsha([*keys[:3], *keys[4:7]], args)
         except RespError as exc:
             raise self._fail(exc) from None
         if raw[0]:
             return Verdict(Action.REJECT, 0.0, (f"account locked: {_reason(raw[0])}",))
-        n = [int(x) for x in raw[1:15]]
+        n = [int(x) for x in raw[1:13]]
         counters = Counters(
             msgs_1m=n[0],
-            msgs_1h=n[1],
-            msgs_24h=n[2],
-            rcpts_1m=n[3],
-            rcpts_1h=n[4],
-            rcpts_24h=n[5],
-            ext_rcpts_1h=n[6],
-            distinct_rcpts_1h=n[7],
-            domains_1h=n[8],
-            domains_24h=n[9],
-            refused_1h=n[10],
-            same_subject_1h=n[11],
-            same_subject_24h=n[12],
-            new_network=bool(n[13]),
-            baseline_hour=float(raw[15]),
+            rcpts_1m=n[1],
+            rcpts_1h=n[2],
+            rcpts_24h=n[3],
+            ext_rcpts_1h=n[4],
+            distinct_rcpts_1h=n[5],
+            domains_1h=n[6],
+            domains_24h=n[7],
+            refused_1h=n[8],
+            same_subject_1h=n[9],
+            same_subject_24h=n[10],
+            new_network=bool(n[11]),
+            baseline_hour=float(raw[13]),
             message_rcpts=obs.rcpt_count if obs.message else 0,
-            typical_rcpts=float(raw[17]),
-            hour_profile=float(raw[18]),
-            accepted_1h=int(raw[19]),
-            flagged=raw[16] == 1,
+            typical_rcpts=float(raw[14]),
+            hour_profile=float(raw[15]),
+            accepted_1h=int(raw[16]),
+            flagged=raw[17] == 1,
+            domains_1m=int(raw[18]),
+            domains_10s=int(raw[19]),
         )
         verdict = assess(counters, limits, config.ladder)
         if verdict.action in (Action.THROTTLE, Action.HOLD, Action.LOCK):
             refused = refused_by(verdict, obs)
-            until = obs.now + config.ladder.flag_hours * 3600
             try:
                 await self._flag(
                     keys=[keys[0], keys[6]],
-                    args=[repr(obs.now), until, refused, NETWORK_PROBATION, len(obs.recipients)],
+                    args=[
+                        repr(obs.now),
+                        repr(config.ladder.flag_hours * HOUR),
+                        refused,
+                        len(obs.recipients),
+                        repr(NETWORK_PROBATION),
+                        *_spans(),
+                    ],
                 )
                 if verdict.action is Action.LOCK:
                     await self.lock(obs.user, verdict.text, obs.now)
@@ -643,9 +446,13 @@ class RedisStore:
                 pipe.set(_keys(user)[1], value, ex=ttl)
                 pipe.sadd(LOCK_INDEX, user)
                 pipe.publish(self.watch.channel, event)
-                await pipe.execute()
+                if self._replicas:
+                    pipe.execute_command("WAIT", self._replicas, self._wait_ms)
+                done = await pipe.execute()
         except RedisError as exc:
             raise self._fail(exc) from None
+        if self._replicas:
+            note_replication(done[-1], self._replicas, "lock", user)
 
     async def unlock(self, user: str) -> bool:
         keys = _keys(user)
@@ -706,9 +513,15 @@ class RedisStore:
             }
         )
         try:
-            await self._r.hset(HOLDS, hold.queue_id, value)
+            async with self._r.pipeline(transaction=False) as pipe:
+                pipe.hset(HOLDS, hold.queue_id, value)
+                if self._replicas:
+                    pipe.execute_command("WAIT", self._replicas, self._wait_ms)
+                done = await pipe.execute()
         except RedisError as exc:
             raise self._fail(exc) from None
+        if self._replicas:
+            note_replication(done[-1], self._replicas, "hold", hold.user)
 
     async def holds(self) -> list[HoldInfo]:
         try:
