@@ -7,12 +7,13 @@ WORKERS ?= 2
 
 .PHONY: serve test lint typecheck pytest fuzz debian-run debian-test venv demo-users clean bench
 
-# The venv is rebuilt when the dependency pins change.
+# The venv is rebuilt when the dependency pins change. It has every extra: ldap (bonsai) is
+# built from source here, with the compiler and headers of packaging/debian-run.txt.
 $(BIN)/.installed: pyproject.toml
 	@bash scripts/install-debian-packages.sh packaging/debian-run.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,ldap]'
 	@touch $@
 
 venv: $(BIN)/.installed

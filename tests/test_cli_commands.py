@@ -35,3 +35,15 @@ def test_a_command_loads_only_its_own_module(argv: list[str], unwanted: str) -> 
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "False", result.stderr
+
+
+def test_a_parser_built_for_one_command_still_takes_config_after_the_action() -> None:
+    """Only the command's module is loaded, and the shared --config still reaches its actions."""
+    for argv in (
+        ["users", "list", "--config", "s.toml"],
+        ["guard", "history", "jdoe", "-c", "s.toml"],
+        ["dns", "records", "-c", "s.toml"],
+        ["check-config", "--config", "s.toml"],
+        ["reputation", "-c", "s.toml", "scan", "mail.log"],
+    ):
+        assert build_parser(argv).parse_args(argv).config == "s.toml"

@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mailwarden.profiles import outlook
-from mailwarden.server.http import QueryTooLong, query_params
+from mailwarden.server.http import BadRequest, QueryTooLong, query_params
 from tests.fixtures.net import free_port
 from tests.fixtures.policy_site import write_policy_site
 from tests.fixtures.server import running_server, server_log
@@ -231,6 +231,47 @@ def test_address_echo_in_redirect_is_encoded(server: str) -> None:
     assert r.headers["location"].endswith("?emailaddress=a%2Bb%26c%3Dd%40new.example")
 
 
+# -- the smaller findings of issue 15 ("Why", point 5), as they were reported -------------------
+
+
+def test_unicode_noncharacter_never_gives_a_broken_mobileconfig(server: str) -> None:
+    """U+FFFE in an address once gave a ``/mobileconfig`` no XML parser accepts."""
+    for char in ("%EF%BF%BE", "%EF%BF%BF"):
+        r = httpx.get(f"{server}/mobileconfig?emailaddress=a{char}@plain.example")
+        assert r.status_code == 400, r.text
+        r = httpx.get(f"{server}/mail/config-v1.1.xml?emailaddress=a{char}@plain.example")
+        assert r.status_code == 400  # refused, no longer silently dropped from the document
+
+
+def test_json_v1_path_is_not_decoded_twice(server: str) -> None:
+    base = f"{server}/autodiscover/autodiscover.json/v1.0/"
+    assert httpx.get(base + "named%40dir.example?Protocol=AutodiscoverV1").status_code == 200
+    r = httpx.get(base + "named%2540dir.example?Protocol=AutodiscoverV1")
+    assert r.status_code == 400
+    assert json.loads(r.text)["ErrorCode"] == "InvalidUser"
+
+
+def test_invalid_utf8_is_not_an_address(server: str) -> None:
+    for url in (
+        "/mail/config-v1.1.xml?emailaddress=%FF%FE@plain.example",
+        "/autodiscover/autodiscover.json/v1.0/%FF@plain.example?Protocol=AutodiscoverV1",
+        "/autodiscover/autodiscover.json?Email=%FF@plain.example&Protocol=AutodiscoverV1",
+        "/mobileconfig?emailaddress=%FF@plain.example",
+        "/?emailaddress=%FF@plain.example",
+    ):
+        r = httpx.get(server + url)
+        assert r.status_code == 400, (url, r.status_code, r.text)
+
+
+@pytest.mark.parametrize("method", ["PUT", "DELETE", "TRACE", "POST", "OPTIONS"])
+def test_health_and_metrics_refuse_other_methods(server: str, method: str) -> None:
+    for path in ("/healthz", "/metrics"):
+        r = httpx.request(method, server + path)
+        assert r.status_code == 405
+        assert r.headers["allow"] == "GET, HEAD"
+    assert httpx.head(server + "/healthz").status_code == 200
+
+
 # -- malformed HTTP on the wire -------------------------------------------------------------------
 
 
@@ -339,7 +380,7 @@ def client(server: str) -> Iterator[httpx.Client]:
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(
-    method=st.sampled_from(["GET", "POST", "HEAD", "PUT", "OPTIONS", "DELETE"]),
+    method=st.sampled_from(["GET", "POST", "HEAD", "PUT", "OPTIONS", "DELETE", "TRACE", "PATCH"]),
     path=_paths,
     query=_queries,
     headers=_headers,
@@ -367,6 +408,8 @@ def test_random_requests_never_5xx(
         return
     assert r.status_code < 500, (r.status_code, r.text)
     assert b"Traceback" not in r.content
+    if path in ("/healthz", "/metrics") and method not in ("GET", "HEAD"):
+        assert (r.status_code, r.headers.get("allow")) == (405, "GET, HEAD")
     assert b'File "' not in r.content
 
 
@@ -423,9 +466,9 @@ def test_pox_parser_returns_the_escaped_address_unchanged(email: str) -> None:
 
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=6000))
-def test_query_parser_raises_only_query_too_long(raw: bytes) -> None:
+def test_query_parser_raises_only_its_own_errors(raw: bytes) -> None:
     try:
         params = query_params({"query_string": raw})
-    except QueryTooLong:
+    except (QueryTooLong, BadRequest):  # 414, 400 (not UTF-8)
         return
     assert all(key == key.lower() for key in params)

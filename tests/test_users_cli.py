@@ -2,7 +2,9 @@
 
 What an operator relies on: an import is all or nothing and a bad row names its line; every
 address of an account (primary or alias) leads to that account; the domain of an address is
-compared case-insensitively and in its IDNA form; errors are one line and exit status 2.
+compared case-insensitively and in its IDNA form; errors are one line and exit status 2, an
+unknown address exit status 1 (as in ``directory check``); every bad row of a CSV is reported in
+one run.
 """
 
 from __future__ import annotations
@@ -101,8 +103,9 @@ def listing(site: Path) -> list[dict[str, Any]]:
 
 def show(site: Path, address: str) -> dict[str, Any] | None:
     result = users(site, "show", address, "--format", "json")
-    if result.returncode == 2:
+    if result.returncode == 1:
         assert "no such address" in result.stderr
+        assert result.stdout == ""
         return None
     assert result.returncode == 0, result.stderr
     data: dict[str, Any] = json.loads(result.stdout)
@@ -231,7 +234,7 @@ def test_add_remove(site: Path) -> None:
     assert removed.returncode == 0, removed.stderr
     assert show(site, "kim@example.edu") is None
     missing = users(site, "remove", "kim@example.edu")
-    assert missing.returncode == 2
+    assert missing.returncode == 1
     assert "no such address" in missing.stderr
 
 
@@ -344,8 +347,8 @@ def test_csv_parser_raises_only_input_errors_that_name_the_file(text: str) -> No
             assert record.login == record.login.strip() != ""
             assert record.address == parse_address(record.address).key
         return
-    assert message.startswith("users.csv")
-    assert "\n" not in message
+    for line in message.split("\n"):  # one line per bad row, each naming the file
+        assert line.startswith("users.csv")
 
 
 def test_values_that_look_like_markup_are_shown_verbatim(site: Path) -> None:
@@ -365,8 +368,97 @@ def test_addresses_in_unserved_domains_are_flagged(site: Path) -> None:
     text = HEADER + "a@example.edu,a,,a@exmaple.edu,yes\nb@nowhere.example,b,,,yes\n"
     result = users(site, "import", str(write(site.parent / "typo.csv", text)))
     assert result.returncode == 0, result.stderr
-    assert "warning: 2 address(es) in domains the site does not serve" in result.stderr
+    assert "warning: 2 addresses in domains the site does not serve" in result.stderr
     assert "a@exmaple.edu, b@nowhere.example" in result.stderr
     clean = users(site, "add", "c@uni-example.de", "--login", "c")  # an alias domain: served
     assert clean.returncode == 0
     assert "warning" not in clean.stderr
+
+
+# -- every bad row in one run --------------------------------------------------------------------
+
+
+def test_every_bad_row_is_reported_in_one_run_and_nothing_is_imported(site: Path) -> None:
+    """Three bad rows of different kinds (parse, duplicate, conflict with the directory), with
+    good rows between them: one run names all three lines, then a count; nothing is written."""
+    import_ok(site, GOOD)
+    before = listing(site)
+    text = (
+        HEADER
+        + "first@example.edu,first,,,yes\n"  # 2: good
+        + "broken,x,,,yes\n"  # 3: not an address
+        + "second@example.edu,second,,,yes\n"  # 4: good
+        + "third@example.edu,,,,yes\n"  # 5: empty login
+        + "fourth@example.edu,fourth,,anna@example.edu,yes\n"  # 6: anna has an account
+        + "fifth@example.edu,fifth,,first@example.edu,maybe\n"  # 7: bad flag
+    )
+    csv = write(site.parent / "many.csv", text)
+    result = users(site, "import", str(csv))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines[0].startswith(f"mailwarden: error [INPUT-INVALID]: {csv}:3: 'broken'")
+    assert lines[1] == f"{csv}:5: column 'login' is empty"
+    assert lines[2] == f"{csv}:6: address 'anna@example.edu' already belongs to 'anna@example.edu'"
+    assert lines[3].startswith(f"{csv}:7: column 'enabled' must be yes/no")
+    assert lines[4] == f"{csv}: 4 bad rows; nothing imported"
+    assert len(lines) == 5
+    assert listing(site) == before
+    assert show(site, "first@example.edu") is None
+
+
+def test_a_file_broken_throughout_is_listed_up_to_a_limit(site: Path) -> None:
+    rows = "".join(f"user{n}.example.edu,u{n},,,yes\n" for n in range(250))
+    result = users(site, "import", str(write(site.parent / "semi.csv", HEADER + rows)))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 101
+    assert lines[-1].endswith("semi.csv: 250 bad rows (the first 100 are listed); nothing imported")
+
+
+def test_one_account_is_one_account(site: Path) -> None:
+    """Plurals: the summary line is read by people."""
+    one = write(site.parent / "one.csv", HEADER + "a@example.edu,a,,,yes\n")
+    result = users(site, "import", str(one))
+    assert result.returncode == 0, result.stderr
+    assert "imported 1 account from" in result.stdout
+    assert users(site, "list").stdout.strip().endswith("\n1 account")
+    two = HEADER + "b@example.edu,b,,,yes\nc@example.edu,c,,,yes\n"
+    two_result = users(site, "import", str(write(site.parent / "two.csv", two)))
+    assert "imported 2 accounts from" in two_result.stdout
+
+
+def test_unknown_address_is_status_1_in_show_remove_and_directory_check(site: Path) -> None:
+    """One meaning, one status: an address nobody has is a finding (1), not an error (2)."""
+    import_ok(site, GOOD)
+    assert users(site, "show", "nobody@example.edu").returncode == 1
+    assert users(site, "remove", "nobody@example.edu").returncode == 1
+    assert _capture is not None
+    _capture.readouterr()
+    assert main(["directory", "check", "nobody@example.edu", "--config", str(site)]) == 1
+    assert main(["directory", "check", "fred@example.edu", "--config", str(site)]) == 0
+    assert users(site, "show", "not-an-address").returncode == 2  # bad input stays 2
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.sampled_from(["ok", "bad-address", "no-login", "bad-flag", "columns"]), max_size=9)
+)
+def test_the_report_names_exactly_the_bad_lines(kinds: list[str]) -> None:
+    """Property: whatever mix of good and bad rows, the bad lines are exactly the ones named."""
+    make = {
+        "ok": "u{n}@example.edu,u{n},,,yes",
+        "bad-address": "u{n}.example.edu,u{n},,,yes",
+        "no-login": "u{n}@example.edu,,,,yes",
+        "bad-flag": "u{n}@example.edu,u{n},,,perhaps",
+        "columns": "u{n}@example.edu,u{n}",
+    }
+    text = HEADER + "".join(make[k].format(n=n) + "\n" for n, k in enumerate(kinds))
+    bad = {n + 2 for n, k in enumerate(kinds) if k != "ok"}
+    if not bad:
+        assert len(read_users_csv(text, "u.csv")) == len(kinds)
+        return
+    with pytest.raises(InputError) as raised:
+        read_users_csv(text, "u.csv")
+    lines = raised.value.message.split("\n")
+    assert {int(line.split(":")[1]) for line in lines if line.count(":") >= 2} == bad
+    assert len(lines) == len(bad) + (len(bad) > 1)  # the count line when more than one

@@ -23,7 +23,10 @@ MAX_DOMAIN = 253
 # service we know hands out such mailboxes, and they are a favourite of injection attempts.
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
 _LOCALPART_RE = re.compile(rf"{_ATEXT}+(?:\.{_ATEXT}+)*")
-_UTEXT = r"[^\x00-\x20\x7f\"(),:;<>@\[\\\]]"  # RFC 6532: atext plus any non-ASCII
+# RFC 6532: atext plus non-ASCII, but never a character XML 1.0 cannot carry (lone surrogates,
+# U+FFFE, U+FFFF: every profile we render is XML, and plistlib would write them raw into a
+# document no parser accepts) nor a C1 control (RFC 5198 keeps them out of interchanged text).
+_UTEXT = r"[^\x00-\x20\x7f-\x9f\"(),:;<>@\[\\\]\ud800-\udfff\ufffe\uffff]"
 _LOCALPART_UTF8_RE = re.compile(rf"{_UTEXT}+(?:\.{_UTEXT}+)*")
 _LABEL_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 
@@ -94,11 +97,11 @@ def parse_address(text: str) -> Address:
     localpart, sep, domain = text.rpartition("@")
     if not sep or not localpart or not domain:
         raise AddressError("address must have the form local-part@domain")
+    pattern = _LOCALPART_RE if localpart.isascii() else _LOCALPART_UTF8_RE
+    if not pattern.fullmatch(localpart):  # first: a lone surrogate cannot even be encoded
+        raise AddressError("local part has characters that are not allowed in a mailbox name")
     if len(localpart.encode("utf-8")) > MAX_LOCALPART:
         raise AddressError("local part is longer than 64 octets")
-    pattern = _LOCALPART_RE if localpart.isascii() else _LOCALPART_UTF8_RE
-    if not pattern.fullmatch(localpart):
-        raise AddressError("local part has characters that are not allowed in a mailbox name")
     ascii_domain = normalise_domain(domain)
     if len(localpart.encode("utf-8")) + 1 + len(ascii_domain) > MAX_ADDRESS:
         raise AddressError("address is longer than 254 characters")

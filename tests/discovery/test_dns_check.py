@@ -416,7 +416,7 @@ def test_check_text_output(
     )
     assert status == 2
     assert "DNS-SRV-TARGET-NO-ADDRESS" in out
-    assert "1 error(s), 0 warning(s), 0 note(s); exit status 2" in out
+    assert "1 error, 0 warnings, 0 notes; exit status 2" in out
 
 
 def test_check_as_a_process_errors_and_warnings(

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailwarden.cli import main
 from mailwarden.lint.addresses import Family
@@ -135,3 +137,74 @@ def test_system_edge_reads_values(tmp_path: Path) -> None:
     resolver = SystemResolver()
     assert resolver.lookup("127.0.0.1", Family.INET) == ("127.0.0.1",)
     assert resolver.lookup("127.0.0.1", Family.INET6) == ()
+
+
+# -- input that is not a sendmail configuration ---------------------------------------------------
+
+POSTFIX_MAIN = """\
+# See /usr/share/postfix/main.cf.dist for a commented, more complete version
+smtpd_banner = $myhostname ESMTP $mail_name (Debian/GNU)
+myhostname = mx.example.org
+inet_interfaces = all
+inet_protocols = all
+"""
+POSTFIX_MASTER = """\
+smtp      inet  n       -       y       -       -       smtpd
+submission inet n       -       y       -       -       smtpd
+  -o syslog_name=postfix/submission
+"""
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("empty.mc", b"", "empty (nothing but blank lines and comments)"),
+        ("comments.cf", b"# nothing here\n\n#\n", "empty (nothing but blank lines and comments)"),
+        ("sendmail.cf", bytes(range(256)) * 8, "binary file, not a sendmail .mc or .cf"),
+        ("sendmail.mc", b"\x1f\x8b\x08\x00" + b"\x00" * 64, "binary file"),
+        ("main.cf", POSTFIX_MAIN.encode(), "looks like a Postfix main.cf"),
+        ("master.cf", POSTFIX_MASTER.encode(), "looks like a Postfix master.cf"),
+        ("notes.mc", b"remember to restart the MTA\n", "not a sendmail .mc or .cf: no m4"),
+    ],
+)
+def test_input_that_is_not_sendmail_is_refused_with_exit_2(
+    tmp_path: Path, name: str, content: bytes, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Not "✓ no findings" on cf.m4's defaults: a job pointed at the wrong file must fail."""
+    path = tmp_path / name
+    path.write_bytes(content)
+    status = main(["lint", "sendmail", str(path), "--bindv6only", "0"])
+    out, err = capsys.readouterr()
+    assert status == 2
+    assert out == ""
+    assert err.startswith(f"mailwarden: error [LINT-INPUT]: {path}: {message}"), err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_minimal_real_files_are_still_linted(tmp_path: Path) -> None:
+    """The sniff lets through the smallest files of each kind an admin really has."""
+    from mailwarden.lint.sniff import refuse_foreign
+
+    for text in (
+        "OSTYPE(`linux')dnl\n",
+        "dnl only a comment for now\n",
+        "MAILER(smtp)\n",
+        "V10/Berkeley\n",
+        "O DaemonPortOptions=Port=smtp,Name=MTA\n",
+        "# sendmail.cf\nSlocal_check_mail\nR$*\t$: $1\n",
+    ):
+        refuse_foreign(text, "x")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=300))
+def test_the_sniff_raises_only_lint_input_errors(text: str) -> None:
+    from mailwarden.lint.errors import LintInputError
+    from mailwarden.lint.sniff import refuse_foreign
+
+    message = ""
+    try:
+        refuse_foreign(text, "f.cf")
+    except LintInputError as exc:
+        message = exc.message
+    assert not message or message.startswith("f.cf: ")

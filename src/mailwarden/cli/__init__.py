@@ -2,7 +2,8 @@
 
 Each subcommand lives in its own module with a ``register(subparsers)`` function; adding a
 command means adding a module and one line to :data:`COMMANDS`. Errors reach the user as one line
-``mailwarden: error [CODE]: message`` and exit status 2, never as a traceback.
+``mailwarden: error [CODE]: message`` and exit status 2, never as a traceback. Exit statuses
+follow one table for all commands (:class:`mailwarden.cli.common.Exit`, the README).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import NoReturn
 from rich.markup import escape
 
 from mailwarden import __version__
-from mailwarden.cli.common import err_console
+from mailwarden.cli.common import check_config_given, err_console, share_config_option
 from mailwarden.errors import MailwardenError
 
 COMMANDS: dict[str, str] = {
@@ -82,6 +83,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     for name, module in COMMANDS.items():
         if word is None or name == word:
             _module(module).register(sub)
+    share_config_option(parser)  # --config before or after the action, everywhere; defaults shown
     return parser
 
 
@@ -89,6 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     try:
+        check_config_given(args)
         status: int = args.func(args)
     except MailwardenError as exc:
         # The message is escaped (it may contain "[domains]") and never wrapped: each problem

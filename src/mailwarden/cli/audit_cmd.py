@@ -13,7 +13,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from mailwarden.cli.common import console, err_console, formatter
+from mailwarden.cli.common import add_config_option, console, err_console, formatter
 from mailwarden.errors import InputError
 
 HELP = """\
@@ -65,9 +65,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description=HELP,
         formatter_class=formatter(),
     )
-    parser.add_argument(
-        "--config", "-c", metavar="FILE", required=True, help="the site file (site.toml)"
-    )
+    add_config_option(parser)
     parser.add_argument(
         "--only",
         metavar="CHECKS",

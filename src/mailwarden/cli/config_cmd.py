@@ -6,11 +6,19 @@ import argparse
 from typing import Any
 
 from rich.markup import escape
-from rich.table import Table
 
 from mailwarden.address import unicode_domain
-from mailwarden.cli.common import add_format_option, console, formatter, print_json
-from mailwarden.errors import ConfigError
+from mailwarden.cli.common import (
+    add_config_option,
+    add_format_option,
+    console,
+    formatter,
+    outlook_2007_note,
+    print_json,
+    table,
+)
+from mailwarden.directory.ldap_client import require_site_clients
+from mailwarden.errors import ConfigError, InputError
 from mailwarden.profiles.signing import load_signer
 from mailwarden.server.app import outlook_2007_warning
 from mailwarden.site import Site, load_site
@@ -22,6 +30,7 @@ Every problem is reported as FILE:LINE: KEY.PATH: what is wrong (got VALUE), and
 status is 2, so this is safe to run before reloading the server:
 
   mailwarden check-config /etc/mailwarden/site.toml && systemctl reload mailwarden
+  mailwarden check-config --config /etc/mailwarden/site.toml      the same, as other commands
 
 For scripts and monitoring, --format json prints {"valid": true, ...summary} or
 {"valid": false, "errors": ["FILE:LINE: KEY: message", ...]} (exit status 0 or 2):
@@ -37,7 +46,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description=HELP,
         formatter_class=formatter(),
     )
-    parser.add_argument("file", metavar="FILE", help="the site file to check")
+    parser.add_argument(
+        "file", metavar="FILE", nargs="?", help="the site file to check (or give --config FILE)"
+    )
+    add_config_option(parser, required=False, help="the site file to check (instead of FILE)")
     add_format_option(parser)
     parser.set_defaults(func=run)
 
@@ -74,13 +86,26 @@ def summary(site: Site) -> dict[str, Any]:
 
 
 def _load_checked(path: str) -> Site:
-    """The site, and the signing files it names: ``serve`` would refuse a bad key too."""
+    """The site, the signing files it names and the LDAP client if it uses LDAP: ``serve``
+    would refuse those too."""
     site = load_site(path)
     load_signer(site.profiles)
+    require_site_clients(site)
     return site
 
 
+def _file(args: argparse.Namespace) -> str:
+    """FILE or --config FILE: both spellings are common, and other commands take --config."""
+    if args.file and args.config and args.file != args.config:
+        raise InputError(f"two site files given ({args.file} and --config {args.config}): give one")
+    file: str | None = args.file or args.config
+    if not file:
+        raise InputError("check-config: give the site file, e.g. 'check-config site.toml'")
+    return file
+
+
 def run(args: argparse.Namespace) -> int:
+    args.file = _file(args)
     if args.format == "json":
         # Scripts get JSON on both paths: {"valid": false, "errors": [...]} and exit status 2.
         try:
@@ -103,9 +128,9 @@ def run(args: argparse.Namespace) -> int:
         f"[green]✓[/] {escape(args.file)} is valid: {escape(site.organisation.name)}",
         soft_wrap=True,
     )
-    domains = Table(title="Domains", title_justify="left")
-    for column in ("domain", "aliases", "services", "login", "unknown address", "notes"):
-        domains.add_column(column)
+    domains = table(
+        "domain", "aliases", "services", "login", "unknown address", "notes", title="Domains"
+    )
     for name, d in site.domains.items():
         notes = []
         if d.moved_to:
@@ -124,9 +149,9 @@ def run(args: argparse.Namespace) -> int:
             ", ".join(notes) or "-",
         )
     console.print(domains)
-    services = Table(title="Servers (in order of preference)", title_justify="left")
-    for column in ("set", "protocol", "host", "port", "TLS", "auth"):
-        services.add_column(column)
+    services = table(
+        "set", "protocol", "host", "port", "TLS", "auth", title="Servers (in order of preference)"
+    )
     for set_name, entry in data["services"].items():
         for kind, servers in entry.items():
             for s in servers:
@@ -139,6 +164,7 @@ def run(args: argparse.Namespace) -> int:
                     ", ".join(s["auth"]),
                 )
     console.print(services)
-    for warning in data["warnings"]:
-        console.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
+    note = outlook_2007_note(site)
+    if note:
+        console.print(f"[cyan]note:[/] {escape(note)}", soft_wrap=True)
     return 0

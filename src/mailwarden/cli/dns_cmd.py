@@ -11,14 +11,14 @@ import sys
 from rich.markup import escape
 from rich.table import Table
 
-from mailwarden.cli.common import console, formatter, print_json
+from mailwarden.cli.common import add_config_option, console, formatter, plural, print_json
 from mailwarden.discovery.check import CheckReport, check_published
 from mailwarden.discovery.records import MAX_TTL, check_ttl, render_zone, to_json, wanted_records
 from mailwarden.discovery.resolver import DEFAULT_TIMEOUT, Resolver, parse_nameserver
 from mailwarden.errors import InputError
 from mailwarden.findings import Severity
 from mailwarden.findings_console import SEVERITY_STYLE
-from mailwarden.site import Site, load_site
+from mailwarden.site import load_site
 
 DEFAULT_TTL = 3600
 MAX_TIMEOUT = 60.0
@@ -63,16 +63,6 @@ reaches the wrong server) or unusable arguments.
 """
 
 
-def _config_option(parser: argparse.ArgumentParser, default: object) -> None:
-    parser.add_argument(
-        "--config",
-        "-c",
-        metavar="FILE",
-        default=default,
-        help="the site file (site.toml); required, before or after the action",
-    )
-
-
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "dns",
@@ -80,15 +70,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description=HELP,
         formatter_class=formatter(),
     )
-    _config_option(parser, None)
-    # The same option after the action; SUPPRESS keeps a value given before the action.
-    after = argparse.ArgumentParser(add_help=False)
-    _config_option(after, argparse.SUPPRESS)
+    add_config_option(parser)
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     records = actions.add_parser(
         "records",
-        parents=[after],
         help="print the records every domain needs (zone file or JSON)",
         description=RECORDS_HELP,
         formatter_class=formatter(),
@@ -109,7 +95,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     check = actions.add_parser(
         "check",
-        parents=[after],
         help="compare what a resolver answers with the records the site needs",
         description=CHECK_HELP,
         formatter_class=formatter(),
@@ -133,15 +118,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="text: a table for people; json: for scripts and monitoring (default: text)",
     )
     check.set_defaults(func=run_check)
-
-
-def _site(args: argparse.Namespace) -> Site:
-    if not args.config:
-        raise InputError(
-            f"dns {args.action}: --config FILE is required (before or after the action, e.g. "
-            f"'mailwarden dns {args.action} --config site.toml')"
-        )
-    return load_site(args.config)
 
 
 def _ttl(text: str) -> int:
@@ -169,7 +145,7 @@ def _timeout(text: str) -> float:
 
 def run_records(args: argparse.Namespace) -> int:
     ttl = _ttl(args.ttl)
-    blocks = wanted_records(_site(args), ttl=ttl)
+    blocks = wanted_records(load_site(args.config), ttl=ttl)
     if args.format == "json":
         print_json({"ttl": ttl, **to_json(blocks)})
     else:
@@ -206,16 +182,16 @@ def render_text(report: CheckReport, config: str) -> None:
     console.print(table)
     counts = {s: sum(1 for f in report.findings if f.severity is s) for s in Severity}
     console.print(
-        f"[bold red]{counts[Severity.ERROR]} error(s)[/], "
-        f"[yellow]{counts[Severity.WARNING]} warning(s)[/], "
-        f"[cyan]{counts[Severity.INFO]} note(s)[/]; exit status {report.exit_status}"
+        f"[bold red]{plural(counts[Severity.ERROR], 'error')}[/], "
+        f"[yellow]{plural(counts[Severity.WARNING], 'warning')}[/], "
+        f"[cyan]{plural(counts[Severity.INFO], 'note')}[/]; exit status {report.exit_status}"
     )
 
 
 def run_check(args: argparse.Namespace) -> int:
     nameserver = parse_nameserver(args.resolver) if args.resolver is not None else None
     timeout = _timeout(args.timeout)
-    site = _site(args)
+    site = load_site(args.config)
     resolver = Resolver(nameserver, timeout=timeout)
     report = asyncio.run(check_published(site, resolver, ttl=DEFAULT_TTL))
     if args.format == "json":

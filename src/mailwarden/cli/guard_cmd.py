@@ -165,6 +165,9 @@ def _when(ts: float) -> str:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    from functools import partial
+
+    from mailwarden.guard.reload import reload_guard
     from mailwarden.guard.service import build_engine, serve
 
     config, base, site = _config(args)
@@ -192,7 +195,8 @@ def run_serve(args: argparse.Namespace) -> int:
         contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError),
         asyncio.Runner(loop_factory=loop_factory) as run,
     ):
-        run.run(serve(engine, policy=policy, milter=milter))
+        reload = partial(reload_guard, engine, Path(args.config))  # SIGHUP: re-read [guard]
+        run.run(serve(engine, policy=policy, milter=milter, reload=reload))
     return 0
 
 

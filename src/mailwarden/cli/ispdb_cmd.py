@@ -10,7 +10,13 @@ from pathlib import Path
 
 from rich.markup import escape
 
-from mailwarden.cli.common import add_format_option, err_console, formatter, print_json
+from mailwarden.cli.common import (
+    add_format_option,
+    err_console,
+    formatter,
+    plural,
+    print_json,
+)
 from mailwarden.errors import ConfigError, InputError
 from mailwarden.ispdb import (
     MAX_DOCUMENT_BYTES,
@@ -103,8 +109,8 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(text)
     domains = sum(1 + len(t.get("aliases", [])) for t in fragment.domains.values())
     summary = (
-        f"imported {domains} domains in {len(fragment.services)} service sets from "
-        f"{len(documents)} documents ({len(fragment.notes)} notes)"
+        f"imported {plural(domains, 'domain')} in {plural(len(fragment.services), 'service set')} "
+        f"from {plural(len(documents), 'document')} ({plural(len(fragment.notes), 'note')})"
     )
     if args.format == "json":
         print_json(

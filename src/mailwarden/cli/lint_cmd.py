@@ -15,13 +15,16 @@ from mailwarden.lint.postfix_rules import check_postfix
 from mailwarden.lint.report import render_text, to_json
 from mailwarden.lint.sendmail import DEFAULT_VERSION, parse_sendmail
 from mailwarden.lint.sendmail_rules import check_sendmail
+from mailwarden.lint.sniff import refuse_foreign
 from mailwarden.lint.system import (
     BINDV6ONLY,
+    MAX_CONFIG_BYTES,
     local_addresses,
     make_resolver,
     read_bindv6only,
     read_config,
     read_postfix,
+    size_text,
     this_host_name,
 )
 
@@ -31,7 +34,8 @@ client and listener the outcome at start-up is predicted (binds ADDR:PORT, fatal
 MTA exits after ~50 s or at once, silently disabled, IPv4 refused), then each problem is
 explained with the corrected line(s) ready to paste. Codes (S1…, P1…) are explained in docs/lint.md.
 
-Exit status: 0 clean (or only notes), 1 warnings, 2 at least one fatal finding (or unusable input).
+Exit status: 0 clean (or only notes), 1 warnings, 2 at least one fatal finding or unusable
+input (a file that is empty, binary or not a configuration of this MTA).
 
 Examples:
   mailwarden lint sendmail /etc/mail/sendmail.mc
@@ -60,6 +64,13 @@ Lint a Postfix configuration directory (main.cf and master.cf, with master.cf's 
 """
 
 
+def _byte_count(text: str) -> int:
+    """``--max-bytes``: a positive number of bytes; anything else is a usage error."""
+    if not text.strip().isdigit() or int(text) <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of bytes, got {text!r}")
+    return int(text)
+
+
 def _resolution_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--hosts",
@@ -75,6 +86,15 @@ def _resolution_options(parser: argparse.ArgumentParser) -> None:
         help="answer NAME with these addresses, in this order (repeatable; wins over --hosts)",
     )
     add_format_option(parser)
+    parser.add_argument(
+        "--max-bytes",
+        metavar="N",
+        type=_byte_count,
+        default=MAX_CONFIG_BYTES,
+        help="refuse any configuration or hosts file larger than N bytes, so a wrong path "
+        f"(a log, a device) cannot exhaust memory (default: {MAX_CONFIG_BYTES}, "
+        f"{size_text(MAX_CONFIG_BYTES)})",
+    )
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -146,8 +166,10 @@ def _emit(report: LintReport, fmt: str) -> int:
 def run_sendmail(args: argparse.Namespace) -> int:
     notes: list[str] = []
     path: Path = args.file
-    resolver, how = make_resolver(args.hosts, args.resolve)
-    config = parse_sendmail(read_config(path), str(path))
+    resolver, how = make_resolver(args.hosts, args.resolve, args.max_bytes)
+    text = read_config(path, args.max_bytes)
+    refuse_foreign(text, str(path))  # empty, binary, a Postfix file: exit 2, not "no findings"
+    config = parse_sendmail(text, str(path))
     if args.sendmail_version:
         version = _version(args.sendmail_version)
         notes.append(f"sendmail {version[0]}.{version[1]} (from --sendmail-version)")
@@ -178,8 +200,8 @@ def run_sendmail(args: argparse.Namespace) -> int:
 
 
 def run_postfix(args: argparse.Namespace) -> int:
-    resolver, how = make_resolver(args.hosts, args.resolve)
-    config = read_postfix(args.directory)
+    resolver, how = make_resolver(args.hosts, args.resolve, args.max_bytes)
+    config = read_postfix(args.directory, args.max_bytes)
     notes = [how]
     if args.local_address:
         local: set[str] = set()

@@ -15,7 +15,14 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
-from mailwarden.cli.common import add_format_option, console, err_console, formatter, print_json
+from mailwarden.cli.common import (
+    add_config_option,
+    add_format_option,
+    console,
+    err_console,
+    formatter,
+    print_json,
+)
 from mailwarden.errors import InputError
 
 HELP = """\
@@ -105,6 +112,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description=HELP,
         formatter_class=formatter(),
     )
+    add_config_option(
+        parser, required=False, help="site file for --follow's alerts (default: none, stderr)"
+    )
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     scan = actions.add_parser(
         "scan",
@@ -159,8 +169,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--config",
         "-c",
         metavar="FILE",
+        default=argparse.SUPPRESS,  # keeps a --config given before the action
         help="site file whose [guard.alerts] channels get --follow's alerts "
-        "(without: alerts go to stderr)",
+        "(default: alerts go to stderr)",
     )
     scan.add_argument(
         "--cooldown",
@@ -185,7 +196,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     scan.set_defaults(func=run_scan)
 
     sigs = actions.add_parser("signatures", help="list the answers and providers it knows")
-    sigs.add_argument("--signatures", action="append", default=[], type=Path, metavar="FILE")
+    sigs.add_argument(
+        "--signatures",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="FILE",
+        help="also list a site's own signature file (repeatable)",
+    )
     add_format_option(sigs)
     sigs.set_defaults(func=run_signatures)
 

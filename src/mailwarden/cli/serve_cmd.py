@@ -9,11 +9,14 @@ from pathlib import Path
 
 from rich.markup import escape
 
-from mailwarden.cli.common import add_config_option, console, formatter
+from mailwarden.cli.common import add_config_option, console, formatter, outlook_2007_note
+from mailwarden.cli.listen import bind, run_uvicorn
+from mailwarden.directory.ldap_client import require_site_clients
 from mailwarden.errors import InputError
 from mailwarden.profiles.signing import load_signer
-from mailwarden.server.app import outlook_2007_warning
 from mailwarden.server.asgi import CONFIG_ENV
+from mailwarden.server.logs import log_config
+from mailwarden.server.reload import prepare as prepare_reload
 from mailwarden.site import Site, load_site
 from mailwarden.site.model import EmbeddedDirectory
 
@@ -51,7 +54,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="worker processes (default 1; one or two per core)",
     )
     parser.add_argument(
-        "--log-level", default="info", choices=("critical", "error", "warning", "info", "debug")
+        "--log-level",
+        default="info",
+        choices=("critical", "error", "warning", "info", "debug"),
+        help="least severe server log line written to stderr",
     )
     parser.add_argument(
         "--print-examples",
@@ -95,15 +101,16 @@ def example_commands(site: Site, base: str) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    import uvicorn
-
     config = Path(args.config).resolve()
     site = load_site(config)  # fail here, once, with a clear message, not in every worker
     load_signer(site.profiles)  # likewise for an unreadable or mismatched signing key
+    require_site_clients(site, guard=False)  # likewise for LDAP without its optional client
     host, port = parse_listen(args.listen)
     if args.workers < 1:
         raise InputError("--workers must be at least 1")
+    sock = bind(host, port)  # a busy port is one LISTEN-FAILED line, for any worker count
     os.environ[CONFIG_ENV] = str(config)
+    prepare_reload(config)  # SIGHUP re-reads the site file: see mailwarden.server.reload
     if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Workers are fresh processes and see this at import; one worker runs in this process,
         # where prometheus_client is already imported in single-process mode, so setting it
@@ -116,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
         console.print("Try:")
         for line in example_commands(site, f"http://{shown}:{port}"):
             console.print(f"  {line}", soft_wrap=True, markup=False)
-    warnings = outlook_2007_warning(site)
+    warnings: list[str] = []
     if isinstance(site.directory, EmbeddedDirectory) and not site.directory.path.exists():
         warnings.append(
             f"the embedded directory {site.directory.path} does not exist: every lookup fails "
@@ -124,18 +131,20 @@ def run(args: argparse.Namespace) -> int:
         )
     for warning in warnings:
         console.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
+    note = outlook_2007_note(site)
+    if note:
+        console.print(f"[cyan]note:[/] {escape(note)}", soft_wrap=True)
     trusted = ",".join(site.server.trusted_proxies)  # [] in the site file: trust nobody
-    uvicorn.run(
-        "mailwarden.server.asgi:create_app",
-        factory=True,
-        host=host,
-        port=port,
+    return run_uvicorn(
+        sock,
         workers=args.workers,
+        app="mailwarden.server.asgi:create_app",
+        factory=True,
         access_log=False,
         server_header=False,
         proxy_headers=bool(trusted),
         forwarded_allow_ips=trusted or None,
         log_level=args.log_level,
+        log_config=log_config(args.log_level),
         lifespan="on",
     )
-    return 0

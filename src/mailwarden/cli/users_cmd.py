@@ -11,14 +11,17 @@ from rich.table import Table
 
 from mailwarden.address import AddressError, parse_address
 from mailwarden.cli.common import (
+    Exit,
     add_config_option,
     add_format_option,
     console,
     err_console,
     formatter,
+    plural,
     print_json,
+    table,
 )
-from mailwarden.directory.embedded import UserRecord, UserStore, read_users_csv
+from mailwarden.directory.embedded import UserRecord, UserStore, scan_users_csv
 from mailwarden.errors import ConfigError, InputError
 from mailwarden.site import Site, load_site
 
@@ -34,7 +37,23 @@ addresses; all addresses of an account get that account's login name.
   mailwarden users -c site.toml list --format json
 
 CSV header: address,login[,display_name][,aliases][,enabled] — aliases separated by spaces or
-semicolons, enabled yes/no. A bad row is reported with its line number and nothing is imported.
+semicolons, enabled yes/no. Every bad row is reported with its line number, and if there is any,
+nothing is imported.
+
+--config may stand before or after the action. Exit status: 0 done; 1 the address is not in
+the directory (show, remove); 2 bad input, a bad site file or an unusable directory.
+"""
+
+
+IMPORT_HELP = """\
+Add or update accounts from a CSV file, in one transaction: every bad row is reported
+(FILE:LINE: what is wrong), and if there is any, nothing is imported.
+
+CSV header: address,login[,display_name][,aliases][,enabled]; aliases separated by spaces
+or semicolons, enabled yes/no (default yes).
+
+  mailwarden users import users.csv --config site.toml
+  mailwarden users import export.csv --replace --config site.toml
 """
 
 
@@ -48,8 +67,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_config_option(parser)
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
 
-    imp = actions.add_parser("import", help="add or update accounts from a CSV file")
-    imp.add_argument("csv", metavar="FILE.csv")
+    imp = actions.add_parser(
+        "import",
+        help="add or update accounts from a CSV file (all or nothing)",
+        description=IMPORT_HELP,
+    )
+    imp.add_argument(
+        "csv",
+        metavar="FILE.csv",
+        help="UTF-8 CSV with the header address,login[,display_name][,aliases][,enabled]",
+    )
     imp.add_argument(
         "--replace",
         action="store_true",
@@ -58,19 +85,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     imp.set_defaults(func=run_import)
 
     add = actions.add_parser("add", help="add one account")
-    add.add_argument("address")
+    add.add_argument("address", help="the account's primary address")
     add.add_argument("--login", required=True, help="the login name for IMAP/POP3/SMTP")
-    add.add_argument("--name", help="display name")
+    add.add_argument("--name", help="display name (default: none)")
     add.add_argument("--alias", action="append", default=[], help="an alias address (repeatable)")
     add.add_argument("--disabled", action="store_true", help="add the account disabled")
     add.set_defaults(func=run_add)
 
     remove = actions.add_parser("remove", help="remove the account owning an address")
-    remove.add_argument("address")
+    remove.add_argument("address", help="the primary address or any alias of the account")
     remove.set_defaults(func=run_remove)
 
     show = actions.add_parser("show", help="show the account owning an address (or alias)")
-    show.add_argument("address")
+    show.add_argument("address", help="the primary address or any alias of the account")
     add_format_option(show)
     show.set_defaults(func=run_show)
 
@@ -108,8 +135,8 @@ def _warn_unserved(site: Site, records: list[UserRecord]) -> None:
     if addresses:
         shown = ", ".join(addresses[:5]) + (", …" if len(addresses) > 5 else "")
         err_console.print(
-            f"[yellow]warning:[/] {len(addresses)} address(es) in domains the site does not "
-            f"serve, never looked up: {escape(shown)}",
+            f"[yellow]warning:[/] {plural(len(addresses), 'address', 'addresses')} in domains "
+            f"the site does not serve, never looked up: {escape(shown)}",
             soft_wrap=True,
         )
 
@@ -122,20 +149,25 @@ def run_import(args: argparse.Namespace) -> int:
         raise InputError(f"{path}: cannot read: {exc.strerror}") from None
     except UnicodeDecodeError as exc:
         raise InputError(f"{path}: not UTF-8 (byte {exc.start})") from None
-    numbered = read_users_csv(text, str(path))
+    numbered, problems = scan_users_csv(text, str(path))
     site, store = _site_and_store(args)
     try:
+        # Bad rows go in too: the good ones are still checked against the directory, so one
+        # run lists every problem; then nothing is written.
         count = store.import_records(
             [record for _line, record in numbered],
             source=str(path),
             replace=args.replace,
             lines=[line for line, _record in numbered],
+            problems=problems,
         )
         total = store.count()
     finally:
         store.close()
     console.print(
-        f"[green]✓[/] imported {count} accounts from {escape(str(path))} ({total} in the directory)"
+        f"[green]✓[/] imported {plural(count, 'account')} from {escape(str(path))} "
+        f"({total} in the directory)",
+        soft_wrap=True,
     )
     _warn_unserved(site, [record for _line, record in numbered])
     return 0
@@ -168,9 +200,19 @@ def run_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def _unknown(address: str) -> int:
+    """An address no account has: a finding (exit 1), as in ``directory check``, not an error."""
+    err_console.print(
+        f"[yellow]unknown:[/] {escape(address)}: no such address in the directory", soft_wrap=True
+    )
+    return Exit.FINDINGS
+
+
 def run_remove(args: argparse.Namespace) -> int:
     store = _store(args)
     try:
+        if store.get(args.address) is None:
+            return _unknown(args.address)
         owner = store.remove(args.address)
     finally:
         store.close()
@@ -179,18 +221,16 @@ def run_remove(args: argparse.Namespace) -> int:
 
 
 def _table(records: list[UserRecord]) -> Table:
-    table = Table()
-    for column in ("address", "login", "display name", "aliases", "enabled"):
-        table.add_column(column)
+    shown = table("address", "login", "display name", "aliases", "enabled")
     for r in records:
-        table.add_row(  # values come from CSV files: never let them act as rich markup
+        shown.add_row(  # values come from CSV files: never let them act as rich markup
             escape(r.address),
             escape(r.login),
             escape(r.display_name or "-"),
             escape(" ".join(r.aliases) or "-"),
             "yes" if r.enabled else "[red]no[/]",
         )
-    return table
+    return shown
 
 
 def run_show(args: argparse.Namespace) -> int:
@@ -200,7 +240,7 @@ def run_show(args: argparse.Namespace) -> int:
     finally:
         store.close()
     if record is None:
-        raise InputError(f"{args.address}: no such address in the directory")
+        return _unknown(args.address)
     if args.format == "json":
         print_json(asdict(record))
     else:
@@ -218,5 +258,5 @@ def run_list(args: argparse.Namespace) -> int:
         print_json([asdict(r) for r in records])
     else:
         console.print(_table(records))
-        console.print(f"{len(records)} accounts")
+        console.print(plural(len(records), "account"))
     return 0

@@ -133,11 +133,16 @@ _TRUE = {"1", "yes", "true", "on", "enabled"}
 _FALSE = {"0", "no", "false", "off", "disabled"}
 
 
+MAX_PROBLEMS_SHOWN = 100
+"""Bad rows listed one by one; a file broken throughout (wrong delimiter, wrong file) gets a
+count after these rather than a million lines."""
+
+
 def parse_users_csv(text: str, source: str) -> list[UserRecord]:
     """Parse a users CSV (header: address,login[,display_name][,aliases][,enabled]).
 
     ``aliases`` holds further addresses separated by spaces or semicolons. Every problem is
-    reported as ``FILE:LINE: …``; the first one stops the parse.
+    reported as ``FILE:LINE: …``, all of them in one error.
     """
     return [record for _line, record in read_users_csv(text, source)]
 
@@ -145,6 +150,52 @@ def parse_users_csv(text: str, source: str) -> list[UserRecord]:
 def read_users_csv(text: str, source: str) -> list[tuple[int, UserRecord]]:
     """:func:`parse_users_csv` with the line each record starts on, so that conflicts found
     later (an address that belongs to another account) can still name the line."""
+    records, problems = scan_users_csv(text, source)
+    if problems:
+        raise InputError(problem_report(problems, source))
+    return records
+
+
+def problem_report(problems: Sequence[tuple[int, str]], source: str) -> str:
+    """Every bad row, in file order, one per line, then how many (when more than one).
+
+    One error rather than the first one: an admin fixing an export from another system wants
+    the whole list in one run, not one run per row.
+    """
+    ordered = [message for _line, message in sorted(problems, key=lambda p: p[0])]
+    if len(ordered) == 1:
+        return ordered[0]
+    shown = ordered[:MAX_PROBLEMS_SHOWN]
+    more = len(ordered) - len(shown)
+    tail = f" (the first {len(shown)} are listed)" if more else ""
+    return "\n".join([*shown, f"{source}: {len(ordered)} bad rows{tail}; nothing imported"])
+
+
+def _row(header: list[str], row: list[str], where: str) -> tuple[UserRecord, tuple[str, ...]]:
+    """One data row → its record and all its addresses; :class:`InputError` names ``where``."""
+    if len(row) != len(header):
+        raise InputError(f"{where}: expected {len(header)} columns, found {len(row)}")
+    values = dict(zip(header, row, strict=True))
+    address = _key(_clean_field(values["address"], "address", where, required=True), where)
+    login = _clean_field(values["login"], "login", where, required=True)
+    display = (
+        _clean_field(values.get("display_name", ""), "display_name", where, required=False) or None
+    )
+    alias_text = _clean_field(values.get("aliases", ""), "aliases", where, required=False)
+    aliases = tuple(_key(a, where) for a in alias_text.replace(";", " ").split() if a)
+    flag = values.get("enabled", "1").strip().lower() or "1"
+    if flag not in _TRUE | _FALSE:
+        raise InputError(f"{where}: column 'enabled' must be yes/no (got {flag!r})")
+    return UserRecord(address, login, display, aliases, flag in _TRUE), (address, *aliases)
+
+
+def scan_users_csv(
+    text: str, source: str
+) -> tuple[list[tuple[int, UserRecord]], list[tuple[int, str]]]:
+    """The good records (with their lines) and every bad row (line, ``FILE:LINE: what``).
+
+    A file that cannot be read at all (too large, empty, no usable header) raises at once.
+    """
     if len(text) > MAX_CSV_BYTES:
         raise InputError(f"{source}: larger than 64 MiB")
     reader = csv.reader(io.StringIO(text, newline=""))
@@ -158,40 +209,39 @@ def read_users_csv(text: str, source: str) -> list[tuple[int, UserRecord]]:
     if unknown or "address" not in header or "login" not in header:
         raise InputError(
             f"{source}:1: header must name the columns address,login and optionally "
-            f"display_name,aliases,enabled (got {','.join(header)})"
+            f"display_name,aliases,enabled (got {','.join(header)!r})"
         )
     records: list[tuple[int, UserRecord]] = []
+    problems: list[tuple[int, str]] = []
     seen: dict[str, int] = {}
-    try:
-        for row in reader:
-            where = f"{source}:{reader.line_num}"
-            if not any(cell.strip() for cell in row):
-                continue
-            if len(row) != len(header):
-                raise InputError(f"{where}: expected {len(header)} columns, found {len(row)}")
-            values = dict(zip(header, row, strict=True))
-            address = _key(_clean_field(values["address"], "address", where, required=True), where)
-            login = _clean_field(values["login"], "login", where, required=True)
-            display = (
-                _clean_field(values.get("display_name", ""), "display_name", where, required=False)
-                or None
-            )
-            alias_text = _clean_field(values.get("aliases", ""), "aliases", where, required=False)
-            aliases = tuple(_key(a, where) for a in alias_text.replace(";", " ").split() if a)
-            flag = values.get("enabled", "1").strip().lower() or "1"
-            if flag not in _TRUE | _FALSE:
-                raise InputError(f"{where}: column 'enabled' must be yes/no (got {flag!r})")
-            for addr in (address, *aliases):
+    while True:
+        before = reader.line_num
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:  # e.g. a NUL byte: this row is bad, the next may be fine
+            problems.append((reader.line_num, f"{source}:{reader.line_num}: {exc}"))
+            if reader.line_num == before:  # the reader cannot move on: stop, don't spin
+                break
+            continue
+        line = reader.line_num
+        if not any(cell.strip() for cell in row):
+            continue
+        try:
+            record, addresses = _row(header, row, f"{source}:{line}")
+            for addr in addresses:
                 if addr in seen:
                     raise InputError(
-                        f"{where}: address {addr!r} already appears on line {seen[addr]}"
+                        f"{source}:{line}: address {addr!r} already appears on line {seen[addr]}"
                     )
-                seen[addr] = reader.line_num
-            record = UserRecord(address, login, display, aliases, flag in _TRUE)
-            records.append((reader.line_num, record))
-    except csv.Error as exc:
-        raise InputError(f"{source}:{reader.line_num}: {exc}") from None
-    return records
+        except InputError as exc:
+            problems.append((line, exc.message))
+            continue
+        for addr in addresses:
+            seen[addr] = line
+        records.append((line, record))
+    return records, problems
 
 
 def check_record(record: UserRecord, where: str) -> None:
@@ -264,22 +314,32 @@ class UserStore:
         source: str,
         replace: bool = False,
         lines: Sequence[int] | None = None,
+        problems: Sequence[tuple[int, str]] = (),
     ) -> int:
         """Add or update ``records`` in one transaction; ``replace`` drops all others first.
 
         ``lines`` (from :func:`read_users_csv`) lets a conflict name its line in ``source``.
+        Every conflict is collected, together with ``problems`` found earlier (the bad rows of
+        :func:`scan_users_csv`), and if there is any, one :class:`InputError` lists them all
+        and nothing is written: the admin sees every bad row in one run.
         """
         count = 0
+        found = list(problems)
         with self._transaction() as conn:
             if replace:
                 conn.execute("DELETE FROM addresses")
                 conn.execute("DELETE FROM accounts")
             for count, record in enumerate(records, start=1):
-                if lines is not None and count <= len(lines):
-                    where = f"{source}:{lines[count - 1]}"
-                else:
-                    where = f"{source} (record {count}, {record.address})"
-                self._put(conn, record, where)
+                line = lines[count - 1] if lines is not None and count <= len(lines) else 0
+                where = (
+                    f"{source}:{line}" if line else f"{source} (record {count}, {record.address})"
+                )
+                try:
+                    self._put(conn, record, where)
+                except InputError as exc:
+                    found.append((line, exc.message))
+            if found:
+                raise InputError(problem_report(found, source))  # rolls the transaction back
         return count
 
     def add(self, record: UserRecord) -> None:

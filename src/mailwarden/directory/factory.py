@@ -11,6 +11,7 @@ import os
 from mailwarden.directory.base import Directory
 from mailwarden.directory.cache import CachedDirectory
 from mailwarden.directory.embedded import EmbeddedDirectory
+from mailwarden.directory.ldap_client import DIRECTORY_SETTING, require_ldap_client
 from mailwarden.errors import ConfigError
 from mailwarden.site.model import DirectoryConfig, LdapDirectory, SqlDirectory
 
@@ -45,6 +46,7 @@ def read_password(config: LdapDirectory | SqlDirectory) -> str | None:
 def open_backend(config: DirectoryConfig) -> Directory:
     """The bare backend for ``config`` (no cache): what ``mailwarden directory check`` uses."""
     if isinstance(config, LdapDirectory):
+        require_ldap_client(DIRECTORY_SETTING)  # the optional extra: a clear error, not a trace
         from mailwarden.directory.ldap import LdapDirectory as LdapBackend
 
         return LdapBackend(config, read_password(config))

@@ -11,6 +11,10 @@ certificates are verified unless the site file explicitly says otherwise.
 
 Failover: servers are tried in order when a connection is opened; a pooled connection that
 breaks (server restarted) is dropped and the search is retried once on a fresh one.
+
+bonsai is the optional extra ``mailwarden[ldap]`` (it has no binary wheels): this module is
+imported only by :func:`mailwarden.directory.factory.open_backend`, after
+:func:`~mailwarden.directory.ldap_client.require_ldap_client` has checked that it loads.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ import gc
 import json
 import logging
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 from mailwarden.errors import ConfigError
@@ -84,15 +85,23 @@ def settle_garbage() -> None:
 
 
 async def serve(
-    engine: Engine, *, policy: str, milter: str, ready: asyncio.Event | None = None
+    engine: Engine,
+    *,
+    policy: str,
+    milter: str,
+    ready: asyncio.Event | None = None,
+    reload: Callable[[], object] | None = None,
 ) -> None:
     """Serve the policy protocol (and the milter) until cancelled or SIGTERM/SIGINT; then
-    stop listening, finish background actions and save what the store learned."""
+    stop listening, finish background actions and save what the store learned. SIGHUP calls
+    ``reload`` (see :mod:`mailwarden.guard.reload`)."""
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
     if main is not None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, main.cancel)
+    if reload is not None:
+        loop.add_signal_handler(signal.SIGHUP, reload)
     settle_garbage()  # what start-up loaded (SQLite: every baseline) before the first request
     servers = []
     if policy:

@@ -70,10 +70,44 @@ class BindResult:
     blocker: int | None = None
 
 
+class _Taken:
+    """What the sockets listening on one port hold in one family: addresses and the wildcard,
+    each with the index of the earliest socket that took it."""
+
+    def __init__(self) -> None:
+        self.first: int | None = None
+        self.wildcard: int | None = None
+        self.addresses: dict[str, int] = {}
+
+    def blocker(self, covers: str | None) -> int | None:
+        """The earliest listening socket that overlaps ``covers`` (see :func:`_overlap`)."""
+        if covers is None:
+            return None
+        if covers == ANY:
+            return self.first
+        candidates = [i for i in (self.wildcard, self.addresses.get(covers)) if i is not None]
+        return min(candidates, default=None)
+
+    def take(self, covers: str | None, index: int) -> None:
+        if covers is None:
+            return
+        if self.first is None:
+            self.first = index
+        if covers == ANY:
+            self.wildcard = index if self.wildcard is None else self.wildcard
+        else:
+            self.addresses.setdefault(covers, index)
+
+
 def simulate(endpoints: list[Endpoint | None]) -> list[BindResult | None]:
-    """Set up the sockets in order; None entries (no socket) are passed through as None."""
+    """Set up the sockets in order; None entries (no socket) are passed through as None.
+
+    The blocker of a socket is the earliest listening one that :func:`conflict` says it collides
+    with. It is found through an index per port and family rather than by asking every
+    listening socket, so thousands of daemons cost linear time, not quadratic.
+    """
     results: list[BindResult | None] = []
-    listening: list[tuple[int, Endpoint]] = []
+    taken: dict[int, tuple[_Taken, _Taken]] = {}
     for index, endpoint in enumerate(endpoints):
         if endpoint is None:
             results.append(None)
@@ -81,10 +115,13 @@ def simulate(endpoints: list[Endpoint | None]) -> list[BindResult | None]:
         if not endpoint.bindable:
             results.append(BindResult(BindStatus.INVALID))
             continue
-        blocker = next((i for i, other in listening if conflict(other, endpoint)), None)
-        if blocker is not None:
-            results.append(BindResult(BindStatus.IN_USE, blocker))
+        v4, v6 = endpoint.covers()
+        ipv4, ipv6 = taken.setdefault(endpoint.port, (_Taken(), _Taken()))
+        found = [i for i in (ipv4.blocker(v4), ipv6.blocker(v6)) if i is not None]
+        if found:
+            results.append(BindResult(BindStatus.IN_USE, min(found)))
             continue
-        listening.append((index, endpoint))
+        ipv4.take(v4, index)
+        ipv6.take(v6, index)
         results.append(BindResult(BindStatus.OK))
     return results

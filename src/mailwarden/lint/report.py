@@ -35,6 +35,21 @@ SEVERITY_STYLE: dict[Severity, str] = {
 }
 
 
+TABLE_ROWS = 200
+"""Up to this many predictions plus findings the report is drawn with rich (table, colours,
+wrapped paragraphs). rich costs about half a millisecond per row or paragraph, so a hostile or
+generated file with thousands of daemons would take many seconds; beyond this it gets the plain
+layout, which is written in one piece and costs microseconds per row."""
+
+TABLE_CHARS = 256 * 1024
+"""The same switch by size: a few rows holding megabytes of text (one 4 MiB ``Name=``) are
+plain too, so rich never has to measure and wrap a giant cell."""
+
+PLAIN_COLUMN = 32
+"""The plain layout pads a column to its widest cell, but never beyond this, so one huge name
+cannot pad every other row to its width."""
+
+
 def to_json(report: LintReport) -> str:
     return json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n"
 
@@ -56,8 +71,92 @@ def _finding(console: Console, finding: Finding) -> None:
     console.print()
 
 
+def _size(report: LintReport) -> int:
+    return sum(len(p.subject) + len(p.detail) for p in report.predictions) + sum(
+        len(f.subject) + len(f.message) + len(f.fix) for f in report.findings
+    )
+
+
+def _where_short(kind: str, file: str, line: int) -> str:
+    if line:
+        return f"{PurePath(file).name}:{line}"
+    return "" if kind == "mta" else "default"
+
+
+def _summary(report: LintReport) -> tuple[dict[Severity, int], str]:
+    counts = dict.fromkeys((Severity.FATAL, Severity.WARNING, Severity.INFO), 0)
+    for finding in report.findings:
+        counts[finding.severity] += 1
+    return counts, f"exit status {report.exit_status}"
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    """``text`` in lines of at most ``width`` characters (a longer word keeps its own line),
+    each indented by two spaces. A greedy fill: linear in the text, unlike textwrap, whose
+    chopping of a long word copies the rest of it for every line."""
+    lines: list[str] = []
+    current: list[str] = []
+    used = 0
+    for word in text.split():
+        if current and used + 1 + len(word) > width:
+            lines.append("  " + " ".join(current))
+            current, used = [], 0
+        used += len(word) + (1 if current else 0)
+        current.append(word)
+    if current:
+        lines.append("  " + " ".join(current))
+    return lines
+
+
+def render_plain(report: LintReport, width: int) -> str:
+    """The report for a very large configuration: the same content as :func:`render_text`, in
+    plain aligned columns and paragraphs wrapped to ``width``, built in time linear in its size."""
+    out: list[str] = [f"note: {note}" for note in report.notes]
+    out.append(
+        f"{report.mta}: {report.target} — predicted at start-up "
+        f"({len(report.predictions)} entries, {len(report.findings)} findings: plain layout)"
+    )
+    rows = [("kind", "name", "predicted outcome", "where", "detail")]
+    rows += [
+        (p.kind, p.subject, p.outcome.value, _where_short(p.kind, p.file, p.line), p.detail)
+        for p in report.predictions
+    ]
+    widths = [min(PLAIN_COLUMN, max(len(row[column]) for row in rows)) for column in range(4)]
+    for row in rows:
+        cells = [cell.ljust(w) for cell, w in zip(row[:4], widths, strict=True)]
+        out.append("  ".join([*cells, row[4]]).rstrip())
+    out.append("")
+    wrapped: dict[str, list[str]] = {}  # generated files repeat the same message thousands of times
+    for finding in report.findings:
+        out.append(
+            f"{finding.severity.value.upper()} {finding.code} {finding.subject}  "
+            f"{_where(finding.file, finding.line)}"
+        )
+        if finding.message not in wrapped:
+            wrapped[finding.message] = _wrap(finding.message, max(20, width - 2))
+        out.extend(wrapped[finding.message])
+        out.append("  fix:")
+        out.extend(f"    {line}" for line in finding.fix.splitlines())
+        out.append("")
+    counts, status = _summary(report)
+    if not report.findings:
+        out.append("✓ no findings")
+    else:
+        out.append(
+            f"{counts[Severity.FATAL]} fatal, {counts[Severity.WARNING]} warning(s), "
+            f"{counts[Severity.INFO]} note(s) — {status}"
+        )
+    return "\n".join(out) + "\n"
+
+
 def render_text(report: LintReport, console: Console) -> None:
-    """Predictions as a table, then each finding with its explanation and corrected lines."""
+    """Predictions as a table, then each finding with its explanation and corrected lines.
+
+    A report too large to draw quickly (see :data:`TABLE_ROWS`) is written in the plain layout.
+    """
+    if len(report.predictions) + len(report.findings) > TABLE_ROWS or _size(report) > TABLE_CHARS:
+        console.file.write(render_plain(report, console.width))
+        return
     for note in report.notes:
         console.print(f"[dim]note: {escape(note)}[/]")
     table = Table(
@@ -72,23 +171,18 @@ def render_text(report: LintReport, console: Console) -> None:
             escape(p.subject),
             f"[{style}]{escape(p.outcome.value)}[/]",
             escape(p.detail),
-            f"{PurePath(p.file).name}:{p.line}"
-            if p.line
-            else ("" if p.kind == "mta" else "default"),
+            _where_short(p.kind, p.file, p.line),
         )
     console.print(table)
     console.print()
     for finding in report.findings:
         _finding(console, finding)
-    counts = {
-        s: sum(1 for f in report.findings if f.severity is s)
-        for s in (Severity.FATAL, Severity.WARNING, Severity.INFO)
-    }
+    counts, status = _summary(report)
     if not report.findings:
         console.print("[green]✓ no findings[/]")
     else:
         console.print(
             f"[bold red]{counts[Severity.FATAL]} fatal[/], "
             f"[yellow]{counts[Severity.WARNING]} warning(s)[/], "
-            f"[cyan]{counts[Severity.INFO]} note(s)[/] — exit status {report.exit_status}"
+            f"[cyan]{counts[Severity.INFO]} note(s)[/] — {status}"
         )

@@ -227,13 +227,15 @@ def parse_cf(text: str, file: str) -> SendmailConfig:
     daemons: list[PortOptions] = []
     clients: list[PortOptions] = []
     version: tuple[int, int] | None = None
-    logical: list[tuple[int, str]] = []
+    # Continuation lines are collected as lists and joined once: appending to a growing string
+    # would make a long run of them quadratic.
+    pieces: list[tuple[int, list[str]]] = []
     for number, raw in enumerate(text.splitlines(), start=1):
-        if raw[:1] in (" ", "\t") and logical and raw.strip():
-            start, previous = logical[-1]
-            logical[-1] = (start, previous + " " + raw.strip())
+        if raw[:1] in (" ", "\t") and pieces and raw.strip():
+            pieces[-1][1].append(raw.strip())
         else:
-            logical.append((number, raw))
+            pieces.append((number, [raw]))
+    logical = [(number, " ".join(parts)) for number, parts in pieces]
     for number, line in logical:
         if line.startswith("DZ"):
             found = _CF_VERSION.match(line)

@@ -281,29 +281,37 @@ def _dual_stack(resolved: list[_Resolved], v6only: bool) -> bool:
     )
 
 
-def _s4(item: _Resolved, resolved: list[_Resolved], resolver: Resolver) -> Finding:
+def _s4_sources(resolved: list[_Resolved], resolver: Resolver) -> dict[Family, str]:
+    """The ``Addr=`` each family's suggested client should use: the first specific daemon
+    address of that family, else a placeholder. Computed once per report, not per S4 finding."""
+    sources: dict[Family, str] = {}
+    for r in resolved:
+        address = r.address
+        if (
+            r.options.kind is PortKind.DAEMON
+            and address is not None
+            and not address.is_wildcard
+            and address.mapped is None
+            and address.family not in sources
+        ):
+            text = address.text
+            sources[address.family] = f"IPv6:{text}" if address.family is Family.INET6 else text
+    for family in (Family.INET, Family.INET6):
+        if family not in sources:
+            sources[family] = _literal_for(family, None, resolver)
+    return sources
+
+
+def _s4(item: _Resolved, sources: dict[Family, str]) -> Finding:
     options = item.options
     modifiers = (options.get("Modifiers") or "").replace("b", "")
     fixed = options.with_value("Modifiers", modifiers if modifiers.strip() else None)
     clients = []
     for family in (Family.INET, Family.INET6):
-        known = [
-            r.address
-            for r in resolved
-            if r.options.kind is PortKind.DAEMON
-            and r.address is not None
-            and r.address.family is family
-            and not r.address.is_wildcard
-            and r.address.mapped is None
-        ]
-        if known:
-            value = f"IPv6:{known[0].text}" if family is Family.INET6 else known[0].text
-        else:
-            value = _literal_for(family, None, resolver)
         name = f"MSA-{'v4' if family is Family.INET else 'v6'}"
         client = PortOptions(PortKind.CLIENT, (), options.file, 0, options.form, options.dnl)
         client = client.with_value("Name", name).with_value("Family", family.value)
-        clients.append(client.with_value("Addr", value).text())
+        clients.append(client.with_value("Addr", sources[family]).text())
     return _finding(
         Severity.WARNING,
         "S4",
@@ -334,6 +342,15 @@ def check_sendmail(
     daemons = [item for item in items if item.options.kind is PortKind.DAEMON]
     endpoints = [_endpoint(item, bindv6only) for item in daemons]
     results = simulate(endpoints)
+    # Ports with a listening inet daemon: an inet6 wildcard there has its IPv4 partner (S7).
+    inet_ports = {
+        other.port
+        for other, res in zip(endpoints, results, strict=True)
+        if other is not None
+        and other.family is Family.INET
+        and res is not None
+        and res.status is BindStatus.OK
+    }
     predictions: list[Prediction] = []
     for item, endpoint, result in zip(daemons, endpoints, results, strict=True):
         options = item.options
@@ -362,14 +379,7 @@ def check_sendmail(
             endpoint.family is Family.INET6
             and endpoint.address.is_wildcard
             and bindv6only
-            and not any(
-                other is not None
-                and other.family is Family.INET
-                and other.port == endpoint.port
-                and res is not None
-                and res.status is BindStatus.OK
-                for other, res in zip(endpoints, results, strict=True)
-            )
+            and endpoint.port not in inet_ports
         ):
             predictions.append(_prediction(item, Outcome.IPV4_REFUSED, detail))
             v4 = options.with_value("Name", f"{options.name}-v4").with_value("Family", "inet")
@@ -402,9 +412,10 @@ def check_sendmail(
             )
         predictions.append(_prediction(item, Outcome.BINDS, detail))
     if _dual_stack(items, bindv6only):
-        findings.extend(
-            _s4(item, items, resolver) for item in daemons if "b" in item.options.modifiers
-        )
+        bound = [item for item in daemons if "b" in item.options.modifiers]
+        if bound:
+            sources = _s4_sources(items, resolver)
+            findings.extend(_s4(item, sources) for item in bound)
     findings.extend(_same_names(config.daemons))
     for item in items:
         if item.options.kind is PortKind.CLIENT:
@@ -434,17 +445,26 @@ def _same_names(daemons: tuple[PortOptions, ...]) -> list[Finding]:
     findings: list[Finding] = []
     seen: dict[str, PortOptions] = {}
     taken = {d.name.casefold() for d in daemons}
+    # The last -N tried per name: the search for a free name resumes there, so a thousand
+    # daemons of one name cost a thousand probes, not half a million.
+    tried: dict[str, int] = {}
     for options in daemons:
         if not options.get("Name"):
             continue
-        first = seen.setdefault(options.name.casefold(), options)
+        name = options.name
+        first = seen.setdefault(name.casefold(), options)
         if first is options:
             continue
         suffix = "v6" if options.family is Family.INET6 and first.family is Family.INET else "2"
-        new, n = f"{options.name}-{suffix}", 2
-        while new.casefold() in taken:
-            n += 1
-            new = f"{options.name}-{n}"
+        new = f"{name}-{suffix}"
+        if new.casefold() in taken:
+            n = tried.get(name.casefold(), 2)
+            while True:
+                n += 1
+                new = f"{name}-{n}"
+                if new.casefold() not in taken:
+                    break
+            tried[name.casefold()] = n
         taken.add(new.casefold())
         findings.append(
             _finding(

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mailwarden.address import Address
+from mailwarden.profiles import xmltext
 from mailwarden.profiles.subject import Subject, username
 from mailwarden.site.model import DomainView, Server, ServiceKind, Site
 
@@ -167,8 +168,23 @@ def build(
 def render(
     site: Site, domain: DomainView, subject: Subject, address: Address, *, lang: str = "en"
 ) -> bytes:
-    """The unsigned profile for ``address`` as an XML plist (``plistlib`` output)."""
-    return plistlib.dumps(build(site, domain, subject, address, lang=lang), sort_keys=True)
+    """The unsigned profile for ``address`` as an XML plist (``plistlib`` output).
+
+    Every string goes through :func:`xmltext.clean` first: plistlib writes U+FFFE/U+FFFF raw
+    (a document no parser accepts) and raises on C0 controls, and directory or site values
+    are not checked for either.
+    """
+    return plistlib.dumps(_clean(build(site, domain, subject, address, lang=lang)), sort_keys=True)
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, str):
+        return xmltext.clean(value)
+    if isinstance(value, dict):
+        return {xmltext.clean(key): _clean(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_clean(item) for item in value]
+    return value
 
 
 def file_name(domain: DomainView) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from importlib.resources import files
 from typing import Literal
@@ -22,6 +22,7 @@ import segno
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from mailwarden.address import Address, unicode_domain
+from mailwarden.profiles import xmltext
 from mailwarden.profiles.subject import Subject, username
 from mailwarden.site.model import DomainView, ServiceKind, Site
 
@@ -262,7 +263,17 @@ def result_for(
 
 
 def render(site: Site, page: Page) -> bytes:
-    """The HTML page; every value from a request is escaped by the template engine."""
+    """The HTML page; every value from a request is escaped by the template engine.
+
+    What was typed is echoed back (in the form, in the language switch) even when it is no
+    address: characters no XML or HTML document may carry are dropped from it first, since
+    the template engine escapes markup but passes control characters through.
+    """
+    page = replace(
+        page,
+        typed=xmltext.clean(page.typed),
+        path_query={xmltext.clean(k): xmltext.clean(v) for k, v in page.path_query.items()},
+    )
     strings = STRINGS[page.lang]
     other: Lang = "de" if page.lang == "en" else "en"
     switch_query = urlencode({**page.path_query, "lang": other}, quote_via=quote)

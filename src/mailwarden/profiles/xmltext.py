@@ -35,3 +35,19 @@ def attr(value: object) -> str:
     if _ATTR_SPECIAL.search(value) is None:
         return value
     return value.translate(_CONTROL).translate(_ATTR)
+
+
+_FORBIDDEN = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
+
+
+def clean(value: str) -> str:
+    """``value`` without the characters XML 1.0 cannot carry (and DEL), markup left alone.
+
+    For documents another library serialises (plistlib writes U+FFFE raw and raises on C0
+    controls) or a template escapes (Jinja escapes markup but passes controls through). The
+    address parser already refuses such characters; this keeps directory and site values, and
+    the setup page's echo of what was typed, from ever making a document ill-formed.
+    """
+    if _FORBIDDEN.search(value) is None:
+        return value
+    return value.translate(_CONTROL)

@@ -18,7 +18,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from urllib.parse import quote, unquote
+from urllib.parse import quote
 
 from mailwarden.address import Address, AddressError, normalise_domain, parse_address
 from mailwarden.directory.base import Account, Directory
@@ -27,6 +27,8 @@ from mailwarden.profiles import autodiscover_json, outlook, thunderbird
 from mailwarden.profiles.subject import GENERIC, Subject, subject_for_account
 from mailwarden.server.cache import LRUCache
 from mailwarden.server.http import (
+    GET_HEAD,
+    BadRequest,
     BodyTooLarge,
     QueryTooLong,
     Receive,
@@ -34,6 +36,7 @@ from mailwarden.server.http import (
     Send,
     StatusSend,
     header,
+    path_tail,
     query_params,
     read_body,
     respond,
@@ -105,6 +108,9 @@ class AutoconfigApp:
         self.site = site
         self.directory = directory
         self.metrics = metrics
+        self.in_flight = 0
+        """Requests being answered (kept by :class:`~mailwarden.server.live.LiveApp`, which
+        retires a reloaded-away application only when it reaches 0)."""
         settings = site.server
         self.lookup_buckets = TokenBuckets(settings.lookup_rate, settings.lookup_burst)
         self._rate_exempt = tuple(
@@ -161,6 +167,8 @@ class AutoconfigApp:
             await respond(status_box, 413, b"request body too large\n")
         except QueryTooLong:
             await respond(status_box, 414, b"query string too long\n")
+        except BadRequest as exc:
+            await respond(status_box, 400, f"{exc}\n".encode())
         except _NotFound as exc:
             await respond(status_box, 404, f"{exc}\n".encode())
         except Exception:
@@ -424,7 +432,7 @@ class AutoconfigApp:
         await self._json(scope, send, params.get("email", ""), params.get("protocol", ""))
 
     async def _json_path(self, scope: Scope, receive: Receive, send: Send) -> None:
-        email = unquote(scope["path"][len(JSON_V1_PREFIX) :])
+        email = path_tail(scope, JSON_V1_PREFIX)  # decoded once (not again after the server)
         await self._json(scope, send, email, query_params(scope).get("protocol", ""))
 
     async def _json(self, scope: Scope, send: Send, email: str, protocol: str) -> None:
@@ -459,12 +467,19 @@ class AutoconfigApp:
         await respond(send, 200, body, JSON, head=head)
 
     async def _healthz(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await respond(send, 200, b"ok\n")
+        if scope["method"] not in ("GET", "HEAD"):
+            await respond(send, 405, b"method not allowed\n", extra_headers=[GET_HEAD])
+            return
+        await respond(send, 200, b"ok\n", head=scope["method"] == "HEAD")
 
     async def _metrics(self, scope: Scope, receive: Receive, send: Send) -> None:
         from mailwarden.server.metrics import CONTENT_TYPE
 
-        await respond(send, 200, self.metrics.exposition(), CONTENT_TYPE)
+        if scope["method"] not in ("GET", "HEAD"):
+            await respond(send, 405, b"method not allowed\n", extra_headers=[GET_HEAD])
+            return
+        body = self.metrics.exposition()
+        await respond(send, 200, body, CONTENT_TYPE, head=scope["method"] == "HEAD")
 
     async def _not_found(self, scope: Scope, receive: Receive, send: Send) -> None:
         await respond(send, 404, b"not found\n")

@@ -4,6 +4,12 @@ The hot endpoints answer in a few tens of microseconds; a framework's routing an
 objects would cost more than the work itself, so requests are read and answered here directly.
 Everything from the client is bounded: the body by the site's ``max_body_bytes``, the query
 string by :data:`MAX_QUERY`, each header value by what the ASGI server accepted.
+
+Each URL component is percent-decoded exactly once, here, from the bytes the client sent, and
+must then be UTF-8: a query or path that is not is refused (:class:`BadRequest`, a 400) instead
+of having U+FFFD slipped into what becomes an address. Decoding twice would let
+``user%2540example.edu`` turn into ``user@example.edu`` behind the back of every check made on
+the first decoding.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from functools import lru_cache
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import unquote, unquote_to_bytes
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -37,6 +43,14 @@ class QueryTooLong(Exception):
     """The query string exceeds :data:`MAX_QUERY` bytes or :data:`MAX_QUERY_FIELDS` fields."""
 
 
+class BadRequest(Exception):
+    """A URL component that cannot be decoded (not UTF-8): answered 400 with the message."""
+
+
+GET_HEAD = (b"allow", b"GET, HEAD")
+"""The ``Allow`` header of a 405 from an endpoint that answers only GET and HEAD."""
+
+
 def header(scope: Scope, name: bytes) -> bytes | None:
     """The first value of header ``name`` (lowercase bytes), or None."""
     for key, value in scope["headers"]:
@@ -58,21 +72,59 @@ def query_params(scope: Scope) -> dict[str, str]:
 @lru_cache(maxsize=QUERY_CACHE_SIZE)
 def _parse_query(raw: bytes) -> dict[str, str]:
     """Parse a query string (cached: a client repeats the same query on every URL it probes,
-    and parsing cost about a fifth of an autoconfig request; failures are never cached)."""
+    and parsing cost about a fifth of an autoconfig request; failures are never cached).
+
+    ``application/x-www-form-urlencoded`` as browsers write it: fields split on ``&``, ``+``
+    for a space, each name and value percent-decoded once *as bytes* and then decoded as
+    strict UTF-8, so a raw UTF-8 octet and its ``%XX`` escape mean the same character.
+    ``urllib.parse.parse_qsl`` cannot be told to refuse invalid UTF-8 without also reading
+    raw non-ASCII octets as Latin-1.
+    """
+    if raw.count(b"&") >= MAX_QUERY_FIELDS:
+        raise QueryTooLong
     params: dict[str, str] = {}
-    try:
-        pairs = parse_qsl(
-            raw.decode("latin-1"),
-            keep_blank_values=True,
-            max_num_fields=MAX_QUERY_FIELDS,
-            encoding="utf-8",
-            errors="replace",
-        )
-    except ValueError:  # more than MAX_QUERY_FIELDS fields
-        raise QueryTooLong from None
-    for key, value in pairs:
-        params.setdefault(key.lower(), value)
+    for field in raw.split(b"&"):
+        if not field:
+            continue
+        name, _, value = field.partition(b"=")
+        key = _form_decode(name).lower()
+        params.setdefault(key, _form_decode(value))
     return params
+
+
+def _form_decode(component: bytes) -> str:
+    try:
+        return unquote_to_bytes(component.replace(b"+", b" ")).decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest("query string is not valid UTF-8") from None
+
+
+def path_tail(scope: Scope, prefix: str) -> str:
+    """What follows ``prefix`` in the request path, percent-decoded exactly once.
+
+    ASGI servers hand over ``path`` already decoded (and invalid UTF-8 replaced by U+FFFD), so
+    the tail is cut from ``raw_path``, the bytes as sent: after as many ``/`` as ``prefix``
+    has. ``prefix`` must end with ``/``; routing has checked that the decoded path starts with
+    it. A raw path whose head does not decode to ``prefix`` (an encoded ``/`` in it) is
+    refused rather than guessed at.
+    """
+    raw = scope.get("raw_path")
+    if raw is None:  # the server kept no raw path: its decoding is the only one
+        return str(scope["path"])[len(prefix) :]
+    raw = bytes(raw).partition(b"?")[0]
+    cut = 0
+    for _ in range(prefix.count("/")):
+        cut = raw.find(b"/", cut) + 1
+        if cut == 0:
+            raise BadRequest("malformed path")
+    try:
+        head = unquote(raw[:cut].decode("ascii"), errors="strict")
+        tail = unquote_to_bytes(raw[cut:]).decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest("path is not valid UTF-8") from None
+    if head.lower() != prefix.lower():
+        raise BadRequest("malformed path")
+    return tail
 
 
 async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:

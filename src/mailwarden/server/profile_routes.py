@@ -17,7 +17,7 @@ from mailwarden.address import AddressError, parse_address, unicode_domain
 from mailwarden.profiles import apple, setup_page
 from mailwarden.profiles.setup_page import Lang, Page
 from mailwarden.profiles.signing import Signer, load_signer
-from mailwarden.server.http import Receive, Scope, Send, header, query_params, respond
+from mailwarden.server.http import GET_HEAD, Receive, Scope, Send, header, query_params, respond
 
 if TYPE_CHECKING:
     from mailwarden.server.app import AutoconfigApp
@@ -32,7 +32,7 @@ _PAGE_HEADERS = [
     (b"vary", b"Accept-Language, User-Agent"),
 ]
 _HOST_RE = re.compile(r"[a-z0-9.-]{1,253}(?::[0-9]{1,5})?")
-_GET_ONLY = [(b"allow", b"GET, HEAD")]
+_GET_ONLY = [GET_HEAD]
 
 
 class ProfileRoutes:

@@ -247,15 +247,22 @@ def _resolve_profile_paths(site: Site, base_dir: Path) -> Site:
     return site
 
 
-def load_site(path: str | Path) -> Site:
-    """Read and validate the site file at ``path``."""
+def read_site_text(path: str | Path) -> str:
+    """The text of the site file at ``path`` (the server's reload validates and publishes
+    exactly the text it read, so it reads once and parses with :func:`parse_site`)."""
     file = Path(path)
     try:
         raw = file.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{file}: cannot read site file: {exc.strerror}") from None
     try:
-        text = raw.decode("utf-8-sig")  # editors on Windows like to add a BOM
+        return raw.decode("utf-8-sig")  # editors on Windows like to add a BOM
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{file}: not UTF-8 (byte {exc.start})") from None
+
+
+def load_site(path: str | Path) -> Site:
+    """Read and validate the site file at ``path``."""
+    file = Path(path)
+    text = read_site_text(file)
     return parse_site(text, source=str(file), base_dir=file.resolve().parent)
