@@ -169,6 +169,18 @@ class GuardConfig(_Model):
     """``HOST:PORT`` or ``unix:/path`` of the Postfix policy delegation server."""
     milter_listen: str = ""
     """``HOST:PORT`` or ``unix:/path`` of the milter; empty: no milter."""
+    policy_idle_timeout: float = Field(default=600.0, gt=0, le=86400)
+    """Seconds a policy connection may go without progress (a complete request, or our
+    answers read) before it is closed: idle, half-sent or not reading. Postfix itself closes
+    its idle policy connections after ``smtpd_policy_service_max_idle`` (300 s)."""
+    milter_idle_timeout: float = Field(default=3600.0, gt=0, le=86400)
+    """The same for milter connections. Longer, because the MTA's milter connection is quiet
+    while the client uploads the message (headers reach the milter after the end of DATA),
+    and a large attachment over a slow link can take more than ten minutes."""
+    max_connections: int = Field(default=2000, ge=1, le=1_000_000)
+    """Connections each listener (policy, milter) holds at a time; beyond it a new connection
+    is closed at once (Postfix retries, then applies ``default_action`` /
+    ``milter_default_action``) and a ``…-connection-refused`` line is logged."""
     store: Literal["memory", "sqlite", "redis"] = "sqlite"
     state_path: Path = Path("guard-state.sqlite")
     redis_url: str = "redis://127.0.0.1:6379/0"

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from mailwarden.guard.detector import Action, Observation
 from mailwarden.guard.engine import Engine
-from mailwarden.guard.listen import Conversation, FrameError
+from mailwarden.guard.listen import Conversation, FrameError, Listener
 from mailwarden.guard.signals import browser_ip, network_of, subject_fingerprint
 from mailwarden.guard.stages import Decision, Stages, hold_note, refusal
 
@@ -128,6 +128,11 @@ class MilterServer:
         self.engine = engine
         self.config = engine.config
         self.stages = Stages(engine)
+        self.listener = Listener(
+            "milter",
+            max_connections=self.config.max_connections,
+            idle_timeout=self.config.milter_idle_timeout,
+        )
         engine.store.watch_locks()  # Redis: MAIL FROM answered from a local copy of the locks
 
     async def on(self, s: Session, cmd: bytes, data: bytes) -> list[bytes]:
@@ -220,13 +225,14 @@ class MilterConnection(Conversation):
     what = "milter"
 
     def __init__(self, server: MilterServer) -> None:
-        super().__init__(server.engine.store.immediate)
+        super().__init__(server.engine.store.immediate, server.listener)
         self.server = server
         self.session = Session()
 
-    def take(self) -> list[tuple[bytes, bytes]]:
-        buf, packets, pos = self.buf, [], 0
-        while len(buf) - pos >= 4:
+    def take(self, limit: int) -> list[tuple[bytes, bytes]]:
+        buf, pos = self.buf, 0
+        packets: list[tuple[bytes, bytes]] = []
+        while len(packets) < limit and len(buf) - pos >= 4:
             (size,) = _SIZE.unpack_from(buf, pos)
             if size == 0 or size > MAX_PACKET:
                 raise FrameError(f"packet of {size} bytes")

@@ -10,7 +10,10 @@ This module is only the codec: what each stage means and the words a refused sen
 live in :mod:`mailwarden.guard.stages`.
 
 Requests are untrusted and bounded: at most 64 attributes, lines of at most 8 KiB, 64 KiB per
-request; a client that breaks the limits is disconnected.
+request; a client that breaks the limits is disconnected. Postfix ends lines with LF; a request
+framed with CRLF (a hand-written client, a test with ``nc -C``) is read as if it had LFs and
+answered in the protocol's LF framing, rather than left waiting for an ``\n\n`` that never
+comes. The connection's bounds in time and memory are :mod:`mailwarden.guard.listen`'s.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from itertools import repeat
 
 from mailwarden.guard.detector import Action, Observation
 from mailwarden.guard.engine import Engine
-from mailwarden.guard.listen import Conversation, FrameError
+from mailwarden.guard.listen import Conversation, FrameError, Listener
 from mailwarden.guard.signals import network_of
 from mailwarden.guard.stages import Decision, Stages, hold_note, refusal
 
@@ -89,6 +92,11 @@ class PolicyServer:
         self.engine = engine
         self.config = engine.config
         self.stages = Stages(engine)
+        self.listener = Listener(
+            "policy",
+            max_connections=self.config.max_connections,
+            idle_timeout=self.config.policy_idle_timeout,
+        )
 
     async def respond(self, request: dict[str, str], held: dict[str, Decision]) -> str:
         user = request.get("sasl_username", "")[:256]
@@ -139,15 +147,24 @@ class PolicyConnection(Conversation):
     what = "policy"
 
     def __init__(self, server: PolicyServer) -> None:
-        super().__init__(server.engine.store.immediate)
+        super().__init__(server.engine.store.immediate, server.listener)
         self.server = server
         self.held: dict[str, Decision] = {}
         """Holds at RCPT by ``instance``, carried to the message's END-OF-MESSAGE."""
 
-    def take(self) -> list[dict[str, str]]:
-        buf, requests, start = self.buf, [], 0
+    def frame(self, data: bytes) -> bytes:
+        """CRLF line ends → LF (a CR left at the end of the previous read included)."""
+        if b"\r" not in data and not self.buf.endswith(b"\r"):
+            return data
+        if data.startswith(b"\n") and self.buf.endswith(b"\r"):
+            self.buf = self.buf[:-1]
+        return data.replace(b"\r\n", b"\n")
+
+    def take(self, limit: int) -> list[dict[str, str]]:
+        buf, start = self.buf, 0
+        requests: list[dict[str, str]] = []
         try:
-            while (end := buf.find(b"\n\n", start)) >= 0:
+            while len(requests) < limit and (end := buf.find(b"\n\n", start)) >= 0:
                 request = parse_request(buf[start : end + 2])
                 start = end + 2
                 if request:
@@ -155,7 +172,7 @@ class PolicyConnection(Conversation):
         except ProtocolError as exc:
             raise FrameError(str(exc)) from None
         self.buf = buf[start:] if start else buf
-        if len(self.buf) > MAX_REQUEST:
+        if len(requests) < limit and len(self.buf) > MAX_REQUEST:
             raise FrameError("request too large")
         return requests
 
