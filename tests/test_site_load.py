@@ -20,9 +20,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
+from mailwarden.directory.config import EmbeddedConfig
 from mailwarden.errors import ConfigError
 from mailwarden.site import Site, load_site, parse_site
-from mailwarden.site.model import EmbeddedDirectory
 from tests.fixtures.paths import EXAMPLES, ROOT
 
 BASE = """\
@@ -232,7 +232,7 @@ def test_relative_directory_path_resolves_next_to_the_file(tmp_path: Path) -> No
     site_file = tmp_path / "site.toml"
     site_file.write_text(BASE + '\n[directory]\npath = "db/users.sqlite"\n', encoding="utf-8")
     directory = load_site(site_file).directory
-    assert isinstance(directory, EmbeddedDirectory)
+    assert isinstance(directory, EmbeddedConfig)
     assert directory.path == tmp_path / "db" / "users.sqlite"
 
 

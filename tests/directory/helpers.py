@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mailwarden.site.model import LdapDirectory, SqlDirectory
+from mailwarden.directory.config import LdapConfig, SqlConfig
 from tests.fixtures.mariadb import MariaDB
 from tests.fixtures.postgres import Postgres
 from tests.fixtures.slapd import PEOPLE_DN, SERVICE_DN, Slapd
@@ -15,7 +15,7 @@ POSTFIXADMIN_QUERY = (
 )
 
 
-def ldap_config(slapd: Slapd, **overrides: Any) -> LdapDirectory:
+def ldap_config(slapd: Slapd, **overrides: Any) -> LdapConfig:
     values: dict[str, Any] = {
         "backend": "ldap",
         "servers": [slapd.url],
@@ -28,10 +28,10 @@ def ldap_config(slapd: Slapd, **overrides: Any) -> LdapDirectory:
         "connect_timeout": 1.0,
     }
     values.update(overrides)
-    return LdapDirectory.model_validate(values)
+    return LdapConfig.model_validate(values)
 
 
-def sql_config(pg: Postgres | MariaDB, **overrides: Any) -> SqlDirectory:
+def sql_config(pg: Postgres | MariaDB, **overrides: Any) -> SqlConfig:
     values: dict[str, Any] = {
         "backend": "sql",
         "url": pg.url,
@@ -40,7 +40,7 @@ def sql_config(pg: Postgres | MariaDB, **overrides: Any) -> SqlDirectory:
         "timeout": 10.0,  # generous: the first asyncpg connection is slow on a loaded machine
     }
     values.update(overrides)
-    return SqlDirectory.model_validate(values)
+    return SqlConfig.model_validate(values)
 
 
 def site_toml(directory: str, server: str = "") -> str:

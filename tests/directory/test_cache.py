@@ -14,8 +14,8 @@ import pytest
 from mailwarden.address import Address
 from mailwarden.directory.base import Account
 from mailwarden.directory.cache import CachedDirectory
+from mailwarden.directory.config import CacheConfig
 from mailwarden.errors import DirectoryError
-from mailwarden.site.model import DirectoryCache
 
 ALICE = Address("alice", "example.com")
 BOB = Address("bob", "example.com")
@@ -57,7 +57,7 @@ def _cache(
     events: list[str] = []
     cache = CachedDirectory(
         backend,
-        DirectoryCache.model_validate(
+        CacheConfig.model_validate(
             {"positive_ttl": 60, "negative_ttl": 10, "stale_ttl": 600, **config}
         ),
         deadline=deadline,

@@ -9,6 +9,7 @@ import pytest
 
 from mailwarden.address import Address, parse_address
 from mailwarden.directory.base import Account
+from mailwarden.directory.config import LdapConfig
 from mailwarden.directory.factory import read_password
 from mailwarden.directory.ldap import (
     LdapAuthError,
@@ -17,7 +18,6 @@ from mailwarden.directory.ldap import (
     LdapUnreachable,
 )
 from mailwarden.errors import DirectoryError
-from mailwarden.site.model import LdapDirectory as LdapConfig
 from tests.directory.helpers import ldap_config
 from tests.fixtures.net import free_port
 from tests.fixtures.slapd import Slapd, running_slapd

@@ -14,10 +14,10 @@ import pytest
 
 from mailwarden.address import Address, parse_address
 from mailwarden.directory.base import Account
+from mailwarden.directory.config import SqlConfig
 from mailwarden.directory.factory import read_password
 from mailwarden.directory.sql import SqlDirectory
 from mailwarden.errors import ConfigError, DirectoryError
-from mailwarden.site.model import SqlDirectory as SqlConfig
 from tests.directory.helpers import POSTFIXADMIN_QUERY, site_toml, sql_config, sql_toml
 from tests.directory.test_server_lookups import URL, USERNAME
 from tests.fixtures import mariadb, postgres

@@ -20,10 +20,10 @@ from mailwarden.cli.common import (
     print_json,
 )
 from mailwarden.directory.base import Account
+from mailwarden.directory.config import DirectoryConfig, LdapConfig, SqlConfig
 from mailwarden.directory.factory import open_backend
 from mailwarden.errors import InputError
 from mailwarden.site import load_site
-from mailwarden.site.model import DirectoryConfig, LdapDirectory, SqlDirectory
 
 HELP = """\
 Connect to the directory named in the site file ([directory]), bind, look one address up
@@ -73,9 +73,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _server_label(config: DirectoryConfig) -> str:
-    if isinstance(config, LdapDirectory):
+    if isinstance(config, LdapConfig):
         return ", ".join(config.servers)
-    if isinstance(config, SqlDirectory):
+    if isinstance(config, SqlConfig):
         return make_url(config.url).render_as_string(hide_password=True)
     return str(config.path)
 
@@ -92,17 +92,17 @@ async def check(config: DirectoryConfig, text: str) -> CheckResult:
         server = _server_label(config)
         query = ""
         account: Account | None
-        if isinstance(config, LdapDirectory):
-            from mailwarden.directory.ldap import LdapDirectory as LdapBackend
+        if isinstance(config, LdapConfig):
+            from mailwarden.directory.ldap import LdapDirectory
 
-            assert isinstance(backend, LdapBackend)
+            assert isinstance(backend, LdapDirectory)
             entries, trace = await backend.search(address)
             account = backend.account(address, entries)
             server, query, matches = trace.server, trace.filter, trace.matches
-        elif isinstance(config, SqlDirectory):
-            from mailwarden.directory.sql import SqlDirectory as SqlBackend
+        elif isinstance(config, SqlConfig):
+            from mailwarden.directory.sql import SqlDirectory
 
-            assert isinstance(backend, SqlBackend)
+            assert isinstance(backend, SqlDirectory)
             rows = await backend.rows(address)
             account = backend.account(address, rows)
             matches, query = len(rows), config.query

@@ -11,6 +11,7 @@ from rich.markup import escape
 
 from mailwarden.cli.common import add_config_option, console, formatter, outlook_2007_note
 from mailwarden.cli.listen import bind, run_uvicorn
+from mailwarden.directory.config import EmbeddedConfig
 from mailwarden.directory.ldap_client import require_site_clients
 from mailwarden.errors import InputError
 from mailwarden.profiles.signing import load_signer
@@ -18,7 +19,6 @@ from mailwarden.server.asgi import CONFIG_ENV
 from mailwarden.server.logs import log_config
 from mailwarden.server.reload import prepare as prepare_reload
 from mailwarden.site import Site, load_site
-from mailwarden.site.model import EmbeddedDirectory
 
 HELP = """\
 Serve Thunderbird autoconfig, Outlook Autodiscover (POX XML and v2 JSON), Apple profiles
@@ -124,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
         for line in example_commands(site, f"http://{shown}:{port}"):
             console.print(f"  {line}", soft_wrap=True, markup=False)
     warnings: list[str] = []
-    if isinstance(site.directory, EmbeddedDirectory) and not site.directory.path.exists():
+    if isinstance(site.directory, EmbeddedConfig) and not site.directory.path.exists():
         warnings.append(
             f"the embedded directory {site.directory.path} does not exist: every lookup fails "
             "and is answered per [directory] on_outage until 'mailwarden users import' creates it"

@@ -30,8 +30,8 @@ from dataclasses import dataclass
 
 from mailwarden.address import Address
 from mailwarden.directory.base import Account, Directory
+from mailwarden.directory.config import CacheConfig
 from mailwarden.errors import DirectoryError
-from mailwarden.site.model import DirectoryCache
 
 log = logging.getLogger("mailwarden.directory")
 
@@ -76,7 +76,7 @@ class CachedDirectory:
     def __init__(
         self,
         backend: Directory,
-        config: DirectoryCache,
+        config: CacheConfig,
         *,
         deadline: float,
         retry_interval: float,

@@ -10,15 +10,15 @@ import os
 
 from mailwarden.directory.base import Directory
 from mailwarden.directory.cache import CachedDirectory
+from mailwarden.directory.config import DirectoryConfig, LdapConfig, SqlConfig
 from mailwarden.directory.embedded import EmbeddedDirectory
 from mailwarden.directory.ldap_client import DIRECTORY_SETTING, require_ldap_client
 from mailwarden.errors import ConfigError
-from mailwarden.site.model import DirectoryConfig, LdapDirectory, SqlDirectory
 
 MAX_SECRET_FILE = 4096
 
 
-def read_password(config: LdapDirectory | SqlDirectory) -> str | None:
+def read_password(config: LdapConfig | SqlConfig) -> str | None:
     """The directory password from its configured source, or None when none is configured."""
     if config.password_file is not None:
         try:
@@ -45,15 +45,15 @@ def read_password(config: LdapDirectory | SqlDirectory) -> str | None:
 
 def open_backend(config: DirectoryConfig) -> Directory:
     """The bare backend for ``config`` (no cache): what ``mailwarden directory check`` uses."""
-    if isinstance(config, LdapDirectory):
+    if isinstance(config, LdapConfig):
         require_ldap_client(DIRECTORY_SETTING)  # the optional extra: a clear error, not a trace
-        from mailwarden.directory.ldap import LdapDirectory as LdapBackend
+        from mailwarden.directory.ldap import LdapDirectory
 
-        return LdapBackend(config, read_password(config))
-    if isinstance(config, SqlDirectory):
-        from mailwarden.directory.sql import SqlDirectory as SqlBackend
+        return LdapDirectory(config, read_password(config))
+    if isinstance(config, SqlConfig):
+        from mailwarden.directory.sql import SqlDirectory
 
-        return SqlBackend(config, read_password(config))
+        return SqlDirectory(config, read_password(config))
     return EmbeddedDirectory(config.path)
 
 

@@ -34,9 +34,9 @@ from bonsai.asyncio import AIOLDAPConnection
 
 from mailwarden.address import MAX_ADDRESS, Address
 from mailwarden.directory.base import Account
+from mailwarden.directory.config import LdapConfig
 from mailwarden.directory.filter import FilterError, render_filter
 from mailwarden.errors import DirectoryError
-from mailwarden.site.model import LdapDirectory as LdapConfig
 
 log = logging.getLogger("mailwarden.directory.ldap")
 

@@ -12,9 +12,13 @@ may ask.
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
+from mailwarden.directory.config import LdapConfig
 from mailwarden.errors import ConfigError
-from mailwarden.site.model import LdapDirectory, Site
+
+if TYPE_CHECKING:  # the site model composes the directory's config: no import at run time
+    from mailwarden.site.model import Site
 
 DIRECTORY_SETTING = 'directory.backend = "ldap"'
 GUARD_LOCK_SETTING = 'guard.lock.method = "ldap"'
@@ -50,7 +54,7 @@ def require_ldap_client(setting: str) -> None:
 def require_site_clients(site: Site, *, guard: bool = True) -> None:
     """Check the LDAP client for every part of ``site`` that uses LDAP: the directory, and the
     guard's lock action unless ``guard`` is false (``serve`` does not run the guard)."""
-    if isinstance(site.directory, LdapDirectory):
+    if isinstance(site.directory, LdapConfig):
         require_ldap_client(DIRECTORY_SETTING)
     if guard and site.guard is not None and site.guard.lock.method == "ldap":
         require_ldap_client(GUARD_LOCK_SETTING)

@@ -22,8 +22,8 @@ from sqlalchemy.sql.elements import TextClause
 
 from mailwarden.address import Address
 from mailwarden.directory.base import Account
+from mailwarden.directory.config import SqlConfig
 from mailwarden.errors import ConfigError, DirectoryError
-from mailwarden.site.model import SqlDirectory as SqlConfig
 
 log = logging.getLogger("mailwarden.directory.sql")
 
