@@ -446,16 +446,16 @@ def test_swap_keeps_the_rate_limiter_unless_its_settings_change(
     app = LiveApp(example_site_file, snapshot, Metrics(CollectorRegistry()))
 
     async def scenario() -> None:
-        buckets = app.current.lookup_buckets
+        buckets = app.current.resolver.lookup_buckets
         _set_first_imap_host(example_site_file, NEW_HOST)
         publish(example_site_file, snapshot)
         assert app.check() is True
-        assert app.current.lookup_buckets is buckets
+        assert app.current.resolver.lookup_buckets is buckets
         text = example_site_file.read_text(encoding="utf-8")
         example_site_file.write_text(text.replace("[server]\n", "[server]\nlookup_burst = 7\n"))
         publish(example_site_file, snapshot)
         assert app.check() is True
-        assert app.current.lookup_buckets is not buckets
+        assert app.current.resolver.lookup_buckets is not buckets
         for task in list(app._tasks):
             await task
         await app.current.directory.close()

@@ -172,12 +172,9 @@ def outlook_2007_note(site: Site) -> str | None:
     not a warning per set and protocol on every start. The details stay in check-config's
     JSON (``warnings``) for whoever still has Outlook 2007 users.
     """
-    gaps = [
-        f"{name} {kind.upper()}"
-        for name, services in site.services.items()
-        for kind in ("smtp", "imap", "pop3")
-        if services.servers(kind) and not any(s.tls == "implicit" for s in services.servers(kind))
-    ]
+    from mailwarden.profiles.outlook import outlook_2007_gaps
+
+    gaps = [f"{name} {kind.upper()}" for name, kind in outlook_2007_gaps(site)]
     if not gaps:
         return None
     return (

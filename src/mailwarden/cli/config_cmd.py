@@ -19,8 +19,8 @@ from mailwarden.cli.common import (
 )
 from mailwarden.directory.ldap_client import require_site_clients
 from mailwarden.errors import ConfigError, InputError
+from mailwarden.profiles.outlook import outlook_2007_warnings
 from mailwarden.profiles.signing import load_signer
-from mailwarden.server.app import outlook_2007_warning
 from mailwarden.site import Site, load_site
 
 HELP = """\
@@ -81,7 +81,7 @@ def summary(site: Site) -> dict[str, Any]:
             for name, services in site.services.items()
         },
         "profiles_signed": site.profiles.signing_certificate is not None,
-        "warnings": outlook_2007_warning(site),
+        "warnings": outlook_2007_warnings(site),
     }
 
 

@@ -18,7 +18,7 @@ from defusedxml import DefusedXmlException
 
 from mailwarden.profiles.subject import Subject, username
 from mailwarden.profiles.xmltext import text
-from mailwarden.site.model import DomainView, Server, ServiceKind
+from mailwarden.site.model import DomainView, Server, ServiceKind, Site
 
 CONTENT_TYPE = "text/xml; charset=utf-8"
 
@@ -202,3 +202,31 @@ def render_error(code: ErrorCode, *, time_of_day: str, server_id: int) -> bytes:
         f"<ErrorCode>{int(code)}</ErrorCode><Message>{text(ERROR_MESSAGES[code])}</Message>"
         "<DebugData /></Error></Response></Autodiscover>\n"
     ).encode()
+
+
+IMPLICIT_TLS_PORTS = {"smtp": 465, "imap": 993, "pop3": 995}
+
+
+def outlook_2007_gaps(site: Site) -> list[tuple[str, str]]:
+    """(service set, protocol) pairs whose Outlook 2007 users get an unencrypted setting.
+
+    Outlook 2007 reads only the ``SSL`` flag, so it is told implicit TLS or nothing: a protocol
+    a set offers only with STARTTLS reaches it unencrypted. SMTP is the usual case; IMAP and
+    POP3 are checked the same way where the set offers them at all.
+    """
+    return [
+        (name, kind)
+        for name, services in site.services.items()
+        for kind in ("smtp", "imap", "pop3")
+        if services.servers(kind) and not any(s.tls == "implicit" for s in services.servers(kind))
+    ]
+
+
+def outlook_2007_warnings(site: Site) -> list[str]:
+    """:func:`outlook_2007_gaps` as one sentence each (``check-config --json``: ``warnings``)."""
+    return [
+        f"service set {name!r} has no implicit-TLS {kind.upper()} server: Outlook 2007 cannot "
+        f"be told to use STARTTLS, so its users get an unencrypted {kind.upper()} setting "
+        f"(add a port {IMPLICIT_TLS_PORTS[kind]} server)"
+        for name, kind in outlook_2007_gaps(site)
+    ]

@@ -47,10 +47,6 @@ class BadRequest(Exception):
     """A URL component that cannot be decoded (not UTF-8): answered 400 with the message."""
 
 
-GET_HEAD = (b"allow", b"GET, HEAD")
-"""The ``Allow`` header of a 405 from an endpoint that answers only GET and HEAD."""
-
-
 def header(scope: Scope, name: bytes) -> bytes | None:
     """The first value of header ``name`` (lowercase bytes), or None."""
     for key, value in scope["headers"]:
@@ -149,23 +145,27 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
 
 
 class StatusSend:
-    """``send`` that remembers the status of the response (for the request metric).
+    """``send`` that remembers the status of the response (for the request metric) and, for a
+    ``HEAD`` request, drops the body while keeping every header (``Content-Length`` too).
 
     :func:`respond` records the status itself and calls the wrapped ``send`` directly: one
     coroutine fewer per message on every request.
     """
 
-    __slots__ = ("send", "started", "status")
+    __slots__ = ("head", "send", "started", "status")
 
-    def __init__(self, send: Send) -> None:
+    def __init__(self, send: Send, head: bool = False) -> None:
         self.send = send
         self.status = 500
         self.started = False
+        self.head = head
 
     async def __call__(self, message: Message) -> None:
         if message["type"] == "http.response.start":
             self.status = int(message["status"])
             self.started = True
+        elif self.head and message.get("body"):
+            message = {**message, "body": b""}
         await self.send(message)
 
 
@@ -175,18 +175,24 @@ async def respond(
     body: bytes,
     content_type: bytes = TEXT,
     extra_headers: Iterable[tuple[bytes, bytes]] = (),
-    *,
-    head: bool = False,
 ) -> None:
+    """A complete response; its body is dropped when ``send`` answers a ``HEAD`` request."""
     headers = [
         (b"content-type", content_type),
         (b"content-length", str(len(body)).encode("ascii")),
         *_COMMON_HEADERS,
         *extra_headers,
     ]
+    head = False
     if isinstance(send, StatusSend):
         send.status = status
         send.started = True
+        head = send.head
         send = send.send
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": b"" if head else body})
+
+
+async def redirect(send: Send, location: str, body: bytes = b"moved\n") -> None:
+    """A 302 to ``location`` (already percent-encoded where needed)."""
+    await respond(send, 302, body, extra_headers=[(b"location", location.encode())])

@@ -112,7 +112,8 @@ class LiveApp:
             raise
         old, new = current.site.server, site.server
         if (old.lookup_rate, old.lookup_burst) == (new.lookup_rate, new.lookup_burst):
-            fresh.lookup_buckets = current.lookup_buckets  # a reload is no way round the limit
+            # a reload is no way round the limit
+            fresh.resolver.lookup_buckets = current.resolver.lookup_buckets
         return fresh
 
     async def _retire(self, old: AutoconfigApp, *, keep_directory: bool) -> None:

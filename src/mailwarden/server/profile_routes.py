@@ -1,7 +1,8 @@
 """The routes people (not mail clients) use: the setup page and the Apple profile download.
 
-Both resolve the address exactly as the autoconfig endpoints do (``AutoconfigApp.subject_for``:
-directory lookup, login rule, unknown-address policy), then hand the values to the pure
+Both resolve the address exactly as the autoconfig endpoints do (the same
+:class:`~mailwarden.server.resolver.Resolver`: directory lookup, login rule, unknown-address
+policy), then hand the values to the pure
 renderers in :mod:`mailwarden.profiles`. The typed address is never echoed outside the page,
 where the template escapes it.
 """
@@ -17,11 +18,19 @@ from mailwarden.address import AddressError, parse_address, unicode_domain
 from mailwarden.profiles import apple, setup_page
 from mailwarden.profiles.setup_page import Lang, Page
 from mailwarden.profiles.signing import Signer, load_signer
-from mailwarden.server.http import GET_HEAD, Receive, Scope, Send, header, query_params, respond
+from mailwarden.server.http import (
+    Receive,
+    Scope,
+    Send,
+    header,
+    query_params,
+    redirect,
+    respond,
+)
+from mailwarden.server.resolver import Resolver, UnknownDomain, moved_location
 
 if TYPE_CHECKING:
-    from mailwarden.server.app import AutoconfigApp
-    from mailwarden.site.model import DomainView
+    from mailwarden.site.model import DomainView, Site
 
 PROFILE_TYPE = apple.CONTENT_TYPE.encode("ascii")
 HTML = setup_page.CONTENT_TYPE.encode("ascii")
@@ -32,54 +41,44 @@ _PAGE_HEADERS = [
     (b"vary", b"Accept-Language, User-Agent"),
 ]
 _HOST_RE = re.compile(r"[a-z0-9.-]{1,253}(?::[0-9]{1,5})?")
-_GET_ONLY = [GET_HEAD]
 
 
 class ProfileRoutes:
     """Handlers for ``/`` and ``/mobileconfig``; the signer is loaded once, at start-up."""
 
-    def __init__(self, app: AutoconfigApp, signer: Signer | None = None) -> None:
-        self.app = app
-        self.signer = signer if signer is not None else load_signer(app.site.profiles)
+    def __init__(self, site: Site, resolver: Resolver, signer: Signer | None = None) -> None:
+        self.site = site
+        self.resolver = resolver
+        self.signer = signer if signer is not None else load_signer(site.profiles)
 
     def _language(self, scope: Scope, params: dict[str, str]) -> Lang:
         accept = (header(scope, b"accept-language") or b"").decode("latin-1")
         return setup_page.choose_language(accept, params.get("lang"))
 
     async def mobileconfig(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["method"] not in ("GET", "HEAD"):
-            await respond(send, 405, b"method not allowed\n", extra_headers=_GET_ONLY)
-            return
-        head = scope["method"] == "HEAD"
         params = query_params(scope)
         raw = params.get("emailaddress", "").strip()
         if not raw:
-            await respond(send, 400, b"emailaddress is required\n", head=head)
+            await respond(send, 400, b"emailaddress is required\n")
             return
         try:
             address = parse_address(raw)
         except AddressError as exc:
-            await respond(send, 400, f"invalid emailaddress: {exc}\n".encode(), head=head)
+            await respond(send, 400, f"invalid emailaddress: {exc}\n".encode())
             return
-        domain = self.app.site.domain(address.domain)
+        domain = self.site.domain(address.domain)
         if domain is None:
-            await respond(send, 404, b"unknown domain\n", head=head)
+            await respond(send, 404, b"unknown domain\n")
             return
         if domain.config.moved_to:
-            moved = quote(f"{address.localpart}@{domain.config.moved_to}", safe="")
-            location = (
-                f"https://autoconfig.{domain.config.moved_to}/mobileconfig?emailaddress={moved}"
-            )
-            await respond(
-                send, 302, b"moved\n", extra_headers=[(b"location", location.encode())], head=head
-            )
+            await redirect(send, moved_location(domain, "/mobileconfig", address))
             return
-        subject = await self.app.subject_for(address, domain)
+        subject = await self.resolver.subject_for(address, domain, scope.get("client"))
         if subject is None:
-            await respond(send, 404, b"unknown address\n", head=head)
+            await respond(send, 404, b"unknown address\n")
             return
         lang = self._language(scope, params)
-        body = apple.render(self.app.site, domain, subject, address, lang=lang)
+        body = apple.render(self.site, domain, subject, address, lang=lang)
         if self.signer is not None:
             body = self.signer.sign(body)
         disposition = f'attachment; filename="{apple.file_name(domain)}"'.encode("ascii")
@@ -89,13 +88,12 @@ class ProfileRoutes:
             body,
             PROFILE_TYPE,
             extra_headers=[(b"content-disposition", disposition)],
-            head=head,
         )
 
     def _host_domain(self, scope: Scope) -> DomainView | None:
         try:
-            return self.app.domain_from_host(scope)
-        except Exception:  # an unknown Host still gets the form
+            return self.resolver.domain_from_host(header(scope, b"host"))
+        except UnknownDomain:  # an unknown Host still gets the form
             return None
 
     def _page_url(self, scope: Scope, host_domain: DomainView | None, domain: DomainView) -> str:
@@ -108,14 +106,10 @@ class ProfileRoutes:
         return f"https://autoconfig.{domain.name}/"
 
     async def setup_page(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["method"] not in ("GET", "HEAD"):
-            await respond(send, 405, b"method not allowed\n", extra_headers=_GET_ONLY)
-            return
-        head = scope["method"] == "HEAD"
         params = query_params(scope)
         lang = self._language(scope, params)
         host_domain = self._host_domain(scope)
-        example_domain = host_domain.served if host_domain else self.app.site.primary_domain
+        example_domain = host_domain.served if host_domain else self.site.primary_domain
         raw = params.get("emailaddress", "").strip()[: 2 * 254]
         page = Page(
             lang=lang,
@@ -125,17 +119,14 @@ class ProfileRoutes:
         )
         status, page, location = await self._result(scope, page, raw, host_domain)
         if location is not None:
-            await respond(
-                send, 302, b"moved\n", extra_headers=[(b"location", location.encode())], head=head
-            )
+            await redirect(send, location)
             return
         await respond(
             send,
             status,
-            setup_page.render(self.app.site, page),
+            setup_page.render(self.site, page),
             HTML,
             extra_headers=[*_PAGE_HEADERS, (b"content-language", lang.encode("ascii"))],
-            head=head,
         )
 
     async def _result(
@@ -148,20 +139,13 @@ class ProfileRoutes:
             address = parse_address(raw)
         except AddressError:
             return 400, replace(page, message="invalid"), None
-        domain = self.app.site.domain(address.domain)
+        domain = self.site.domain(address.domain)
         if domain is None:
             shown = unicode_domain(address.domain)
             return 404, replace(page, message="not_served", message_domain=shown), None
         if domain.config.moved_to:
-            query = urlencode(
-                {
-                    "emailaddress": f"{address.localpart}@{domain.config.moved_to}",
-                    "lang": page.lang,
-                },
-                quote_via=quote,
-            )
-            return 302, page, f"https://autoconfig.{domain.config.moved_to}/?{query}"
-        subject = await self.app.subject_for(address, domain)
+            return 302, page, moved_location(domain, "/", address, lang=page.lang)
+        subject = await self.resolver.subject_for(address, domain, scope.get("client"))
         if subject is None:
             return 404, replace(page, message="unknown"), None
         typed = subject.address or str(address)
