@@ -13,8 +13,6 @@ import asyncio
 from dataclasses import dataclass, replace
 from urllib.parse import urlencode, urlsplit
 
-from publicsuffixlist import PublicSuffixList
-
 from mailwarden.address import Address
 from mailwarden.discovery import outlook
 from mailwarden.discovery.context import ClientResult, ProbeContext, host_of
@@ -26,18 +24,11 @@ from mailwarden.discovery.verdicts import step_findings
 from mailwarden.errors import InputError
 from mailwarden.findings import Finding, Severity
 from mailwarden.ispdb.document import parse_document
+from mailwarden.psl import public_suffix_list
 
 CLIENT = "thunderbird"
 LABEL = "Thunderbird"
 _XML_TYPES = ("text/xml", "application/xml", "text/rdf")
-_PSL: PublicSuffixList | None = None
-
-
-def _psl() -> PublicSuffixList:
-    global _PSL  # the list takes ~50 ms to load: once per process
-    if _PSL is None:
-        _PSL = PublicSuffixList()
-    return _PSL
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +126,7 @@ def mx_domains(mx_host: str, email_domain: str) -> list[str]:
     label longer (``mx1.mail.example.com`` → ``mail.example.com``, ``example.com``); none when
     the base domain is the email domain itself (nothing new to learn)."""
     host = mx_host.rstrip(".").lower()
-    base = _psl().privatesuffix(host)
+    base = public_suffix_list().privatesuffix(host)
     if base is None or base == email_domain:
         return []
     names = [base]

@@ -14,11 +14,8 @@ at once, bounded (:class:`BoundedDns`).
 from __future__ import annotations
 
 import asyncio
-import functools
 import re
 from dataclasses import dataclass
-
-from publicsuffixlist import PublicSuffixList
 
 from mailwarden.audit.model import CheckResult
 from mailwarden.audit.sitewide.authrecords import RecordSyntaxError, parse_tags
@@ -28,6 +25,7 @@ from mailwarden.audit.sitewide.dnstxt import txt_texts
 from mailwarden.audit.sitewide.tlsrpt import uri_problem
 from mailwarden.discovery.resolver import DnsAnswer, DnsStatus
 from mailwarden.findings import Finding, Severity
+from mailwarden.psl import public_suffix_list
 
 NAME = "dmarc"
 AFTER_SCAN = False
@@ -209,16 +207,11 @@ def parse_dmarc(text: str) -> DmarcRecord:
     )
 
 
-@functools.cache
-def _psl() -> PublicSuffixList:
-    return PublicSuffixList()  # ~50 ms to load: once per process
-
-
 def organisational_domain(domain: str) -> str:
     """The name one label below the public suffix (RFC 7489 3.2); the name itself when it is
     a public suffix or shorter."""
     name = domain.rstrip(".").lower()
-    found = _psl().privatesuffix(name)
+    found = public_suffix_list().privatesuffix(name)
     return found if isinstance(found, str) else name
 
 
