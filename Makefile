@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 LISTEN ?= 127.0.0.1:8080
 WORKERS ?= 2
 
-.PHONY: serve test lint typecheck pytest fuzz debian-run debian-test venv demo-users clean bench
+.PHONY: serve test test-fast lint typecheck pytest fuzz debian-run debian-test venv demo-users clean bench
 
 # The venv is rebuilt when the dependency pins change. It has every extra: ldap (bonsai) is
 # built from source here, with the compiler and headers of packaging/debian-run.txt.
@@ -39,6 +39,11 @@ pytest: $(BIN)/.installed debian-test
 	$(BIN)/pytest
 
 test: debian-test $(BIN)/.installed lint typecheck pytest
+
+# The quick lane while working: no real daemons (uvicorn, slapd, postgres, redis, postfix, ...)
+# and no browser; endpoint behaviour runs in-process (tests/fixtures/inprocess.py).
+test-fast: $(BIN)/.installed
+	$(BIN)/pytest -m "not slow"
 
 # Property tests with fresh random inputs (`make test` uses fixed ones); repeat it at will.
 fuzz: $(BIN)/.installed debian-test

@@ -12,6 +12,7 @@ from hypothesis import settings
 
 from mailwarden.directory.embedded import UserStore, parse_users_csv
 from mailwarden.site import Site, load_site
+from tests.fixtures.inprocess import InProcessClient, inprocess_client
 from tests.fixtures.paths import EXAMPLES
 from tests.fixtures.server import running_server
 
@@ -42,10 +43,8 @@ def example_site(example_site_file: Path) -> Site:
     return load_site(example_site_file)
 
 
-@pytest.fixture(scope="module")
-def example_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The example site served by a real ``mailwarden serve`` (2 workers); yields base URL."""
-    tmp = tmp_path_factory.mktemp("example-server")
+def _example_site_in(tmp: Path) -> Path:
+    """examples/site.toml with its embedded directory, imported from users.csv, in ``tmp``."""
     text = (EXAMPLES / "site.toml").read_text(encoding="utf-8")
     (tmp / "site.toml").write_text(
         text.replace('path = "../var/demo-users.sqlite"', 'path = "users.sqlite"'), encoding="utf-8"
@@ -56,5 +55,21 @@ def example_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         source="users.csv",
     )
     store.close()
-    with running_server(tmp / "site.toml", workers=2) as base:
+    return tmp / "site.toml"
+
+
+@pytest.fixture(scope="module")
+def example_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The example site served by a real ``mailwarden serve`` (2 workers); yields base URL."""
+    with running_server(
+        _example_site_in(tmp_path_factory.mktemp("example-server")), workers=2
+    ) as base:
         yield base
+
+
+@pytest.fixture(scope="module")
+def asgi_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessClient]:
+    """The example site's application answering in this process (no uvicorn, no sockets):
+    the fast lane for endpoint behaviour; see :mod:`tests.fixtures.inprocess`."""
+    with inprocess_client(_example_site_in(tmp_path_factory.mktemp("example-app"))) as client:
+        yield client

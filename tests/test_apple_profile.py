@@ -258,6 +258,7 @@ def test_site_file_requires_key_with_certificate() -> None:
 # -- through the real server -----------------------------------------------------------------
 
 
+@pytest.mark.slow  # starts mailwarden serve
 def test_mobileconfig_endpoint_unsigned(example_server: str) -> None:
     for path in ("/mobileconfig", "/mobileconfig/"):
         r = httpx.get(f"{example_server}{path}", params={"emailaddress": "Demo.User@Example.EDU"})
@@ -305,6 +306,7 @@ def test_unknown_address_same_shape_as_known(example_server: str) -> None:
     assert unknown["PayloadContent"][0]["IncomingMailServerUsername"] == "nosuch@example.edu"
 
 
+@pytest.mark.slow  # starts mailwarden serve
 def test_mobileconfig_endpoint_signed(
     example_site_file: Path, pki: SigningPki, tmp_path: Path
 ) -> None:

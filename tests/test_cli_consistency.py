@@ -213,6 +213,7 @@ def test_serve_on_a_busy_port_is_listen_failed_exit_2(workers: str) -> None:
     )
 
 
+@pytest.mark.slow  # starts mailwarden serve
 def test_serve_binds_then_serves(tmp_path: Path) -> None:
     """The socket bound before uvicorn is the one it serves on (healthz answers)."""
     import time

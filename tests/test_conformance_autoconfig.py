@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
-import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -25,8 +24,8 @@ from mailwarden.profiles import thunderbird
 from mailwarden.profiles.subject import Subject
 from mailwarden.site import load_site
 from mailwarden.site.model import DomainView, Site
+from tests.fixtures.inprocess import InProcessClient, inprocess_client
 from tests.fixtures.paths import EXAMPLES, shared_dir
-from tests.fixtures.server import running_server
 from tests.fixtures.sites import sites, subjects
 
 SOCKET_TYPES = {"SSL", "STARTTLS", "plain"}
@@ -108,7 +107,7 @@ def check_autoconfig(body: bytes, rng: etree.RelaxNG, *, generic: bool) -> etree
     return root
 
 
-# -- the example site through the real server ------------------------------------------------
+# -- the example site through the application ------------------------------------------------
 
 
 def _example_site(tmp: Path) -> Path:
@@ -129,10 +128,11 @@ def _example_site(tmp: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def example(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Site, str]]:
+def example(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Site, InProcessClient]]:
+    """The site's application answering in this process (tests/fixtures/inprocess.py)."""
     config = _example_site(tmp_path_factory.mktemp("conformance-autoconfig"))
-    with running_server(config) as base:
-        yield load_site(config), base
+    with inprocess_client(config) as client:
+        yield load_site(config), client
 
 
 def _users_by_domain() -> dict[str, dict[str, bool]]:
@@ -156,61 +156,60 @@ def _unknown_policy(view: DomainView) -> str:
 
 
 def test_example_site_every_document_validates(
-    example: tuple[Site, str], relaxng: etree.RelaxNG
+    example: tuple[Site, InProcessClient], relaxng: etree.RelaxNG
 ) -> None:
-    site, base = example
+    site, client = example
     users = _users_by_domain()
     checked = 0
-    with httpx.Client(base_url=base, timeout=10) as client:
-        for name in site.served_names():
-            view = site.domain(name)
-            assert view is not None
-            moved = view.config.moved_to is not None
-            for host in (f"autoconfig.{name}", name):
-                for path in (
-                    "/mail/config-v1.1.xml",
-                    "/.well-known/autoconfig/mail/config-v1.1.xml",
-                ):
-                    r = client.get(path, headers={"host": host})
-                    if moved:
-                        assert r.status_code == 302
-                        continue
-                    assert r.status_code == 200, (host, path, r.text)
-                    assert r.headers["content-type"] == "text/xml; charset=utf-8"
-                    check_autoconfig(r.content, relaxng, generic=True)
-                    checked += 1
-            shown = IDN_DOMAIN if name == IDN_ASCII else name
-            known = users.get(name, {})
-            addresses = [
-                *known,
-                f"nobody.here@{shown}",  # unknown user
-                f"gone@{shown}",  # disabled in users.csv for example.edu
-                f"Mixed.Case@{shown.upper()}",
-            ]
-            for address in addresses:
-                r = client.get(f"/mail/config-v1.1.xml?emailaddress={quote(address, safe='')}")
-                policy = "known" if known.get(address.lower()) else _unknown_policy(view)
+    for name in site.served_names():
+        view = site.domain(name)
+        assert view is not None
+        moved = view.config.moved_to is not None
+        for host in (f"autoconfig.{name}", name):
+            for path in (
+                "/mail/config-v1.1.xml",
+                "/.well-known/autoconfig/mail/config-v1.1.xml",
+            ):
+                r = client.get(path, headers={"host": host})
                 if moved:
                     assert r.status_code == 302
                     continue
-                if policy == "reject":
-                    assert r.status_code == 404, (address, r.text)
-                    continue
-                assert r.status_code == 200, (address, r.text)
-                assert r.headers["content-type"].startswith("text/xml")
-                root = check_autoconfig(r.content, relaxng, generic=policy == "generic")
-                ids = root.find("emailProvider").get("id")  # type: ignore[union-attr]
-                assert ids == view.name
+                assert r.status_code == 200, (host, path, r.text)
+                assert r.headers["content-type"] == "text/xml; charset=utf-8"
+                check_autoconfig(r.content, relaxng, generic=True)
                 checked += 1
+        shown = IDN_DOMAIN if name == IDN_ASCII else name
+        known = users.get(name, {})
+        addresses = [
+            *known,
+            f"nobody.here@{shown}",  # unknown user
+            f"gone@{shown}",  # disabled in users.csv for example.edu
+            f"Mixed.Case@{shown.upper()}",
+        ]
+        for address in addresses:
+            r = client.get(f"/mail/config-v1.1.xml?emailaddress={quote(address, safe='')}")
+            policy = "known" if known.get(address.lower()) else _unknown_policy(view)
+            if moved:
+                assert r.status_code == 302
+                continue
+            if policy == "reject":
+                assert r.status_code == 404, (address, r.text)
+                continue
+            assert r.status_code == 200, (address, r.text)
+            assert r.headers["content-type"].startswith("text/xml")
+            root = check_autoconfig(r.content, relaxng, generic=policy == "generic")
+            ids = root.find("emailProvider").get("id")  # type: ignore[union-attr]
+            assert ids == view.name
+            checked += 1
     # 4 served names with documents × 4 generic URLs + their users: a floor, not an exact count
     assert checked >= 40, checked
 
 
 def test_example_site_logins_reach_the_document(
-    example: tuple[Site, str], relaxng: etree.RelaxNG
+    example: tuple[Site, InProcessClient], relaxng: etree.RelaxNG
 ) -> None:
     """The login name each rule yields is what the document carries (aliases, IDN)."""
-    _site, base = example
+    _site, client = example
     expected = {
         "user@example.edu": "u0001",
         "demo.user@example.edu": "u0001",
@@ -221,18 +220,17 @@ def test_example_site_logins_reach_the_document(
         "Ann.Lee@physics.example.org": "Ann.Lee",
         f"anna@{IDN_DOMAIN}": f"anna@{IDN_ASCII}",
     }
-    with httpx.Client(base_url=base, timeout=10) as client:
-        for address, login in expected.items():
-            r = client.get("/mail/config-v1.1.xml", params={"emailaddress": address})
-            root = check_autoconfig(r.content, relaxng, generic=False)
-            names = {e.text for e in root.iter("username")}
-            assert names == {login}, (address, names)
+    for address, login in expected.items():
+        r = client.get("/mail/config-v1.1.xml", params={"emailaddress": address})
+        root = check_autoconfig(r.content, relaxng, generic=False)
+        names = {e.text for e in root.iter("username")}
+        assert names == {login}, (address, names)
 
 
-def test_content_type_is_xml_on_both_paths(example: tuple[Site, str]) -> None:
-    _site, base = example
+def test_content_type_is_xml_on_both_paths(example: tuple[Site, InProcessClient]) -> None:
+    _site, client = example
     for path in ("/mail/config-v1.1.xml", "/.well-known/autoconfig/mail/config-v1.1.xml"):
-        r = httpx.get(f"{base}{path}", params={"emailaddress": "x@example.edu"}, timeout=10)
+        r = client.get(path, params={"emailaddress": "x@example.edu"})
         assert r.headers["content-type"].split(";")[0] in ("text/xml", "application/xml")
 
 

@@ -21,7 +21,6 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -32,8 +31,8 @@ from mailwarden.profiles import outlook
 from mailwarden.profiles.subject import Subject
 from mailwarden.site import load_site
 from mailwarden.site.model import Site
+from tests.fixtures.inprocess import InProcessClient, inprocess_client
 from tests.fixtures.paths import EXAMPLES, shared_dir
-from tests.fixtures.server import running_server
 from tests.fixtures.sites import sites, subjects
 
 XS = "http://www.w3.org/2001/XMLSchema"
@@ -226,7 +225,7 @@ def check_redirect(body: bytes, schema: etree.XMLSchema, new_address: str) -> No
     assert account.find(_q(NS_2006A, "RedirectUrl")) is None, "redirect with 302 (§7 item 12)"
 
 
-# -- the example site through the real server ------------------------------------------------
+# -- the example site through the application ------------------------------------------------
 
 
 EXTRA_DOMAINS = """
@@ -247,7 +246,8 @@ unknown_address = "reject"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Site, str]]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Site, InProcessClient]]:
+    """The site's application answering in this process (tests/fixtures/inprocess.py)."""
     tmp = tmp_path_factory.mktemp("conformance-autodiscover")
     text = (EXAMPLES / "site.toml").read_text(encoding="utf-8")
     text = text.replace('path = "../var/demo-users.sqlite"', 'path = "users.sqlite"')
@@ -257,8 +257,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Site, str
     csv = (EXAMPLES / "users.csv").read_text(encoding="utf-8")
     store.import_records(parse_users_csv(csv, "users.csv"), source="users.csv")
     store.close()
-    with running_server(tmp / "site.toml") as base:
-        yield load_site(tmp / "site.toml"), base
+    with inprocess_client(tmp / "site.toml") as client:
+        yield load_site(tmp / "site.toml"), client
 
 
 def request_body(email: str, schema: str | None = None) -> bytes:
@@ -302,33 +302,33 @@ ERROR_CASES: list[tuple[str, bytes, int]] = [
     ("case", "body", "code"), ERROR_CASES, ids=[case for case, _b, _c in ERROR_CASES]
 )
 def test_server_error_documents_validate(
-    server: tuple[Site, str],
+    server: tuple[Site, InProcessClient],
     official_schema: etree.XMLSchema,
     community_error_schema: etree.XMLSchema,
     case: str,
     body: bytes,
     code: int,
 ) -> None:
-    _site, base = server
-    r = httpx.post(f"{base}{POX}", content=body, headers={"content-type": "text/xml"}, timeout=10)
+    _site, client = server
+    r = client.post(POX, content=body, headers={"content-type": "text/xml"})
     assert r.status_code == 200, "POX errors are HTTP 200 with an Error body (§2.8)"
     assert r.headers["content-type"].startswith("text/xml")
     check_error(r.content, official_schema, community_error_schema, code)
 
 
 def test_get_is_redirected_or_answered_with_an_error(
-    server: tuple[Site, str],
+    server: tuple[Site, InProcessClient],
     official_schema: etree.XMLSchema,
     community_error_schema: etree.XMLSchema,
 ) -> None:
     """§2.8: GET over plain HTTP is Outlook's redirect probe (302 to HTTPS); over HTTPS (here
     behind a trusted proxy) there is nothing to answer but a 600 error document."""
-    _site, base = server
+    _site, client = server
     headers = {"host": "autodiscover.example.edu"}
-    r = httpx.get(f"{base}{POX}", headers=headers, timeout=10)
+    r = client.get(POX, headers=headers)
     assert r.status_code == 302
     assert r.headers["location"].startswith("https://")
-    r = httpx.get(f"{base}{POX}", headers={**headers, "x-forwarded-proto": "https"}, timeout=10)
+    r = client.get(POX, headers={**headers, "x-forwarded-proto": "https"})
     assert r.status_code == 200
     check_error(r.content, official_schema, community_error_schema, 600)
 
@@ -371,32 +371,31 @@ SETTINGS_ADDRESSES = {
 
 
 def test_server_settings_documents(
-    server: tuple[Site, str], community_settings_schema: etree.XMLSchema
+    server: tuple[Site, InProcessClient], community_settings_schema: etree.XMLSchema
 ) -> None:
-    _site, base = server
-    with httpx.Client(base_url=base, timeout=10) as client:
-        for address, login in SETTINGS_ADDRESSES.items():
-            r = client.post(POX, content=request_body(address))
-            assert r.status_code == 200
-            assert r.headers["content-type"] == "text/xml; charset=utf-8"
-            protocols = check_settings(r.content, community_settings_schema)
-            assert {p["LoginName"] for p in protocols} == {login}, address
-        # Outlook 2007 gets the implicit-TLS submission server of the campus set.
-        r = client.post(
-            POX,
-            content=request_body("user@example.edu"),
-            headers={"user-agent": "Microsoft Office/12.0 (Windows NT 6.1; Microsoft Outlook)"},
-        )
-        protocols = check_settings(r.content, community_settings_schema, outlook_2007=True)
-        smtp = [p for p in protocols if p["Type"] == "SMTP"]
-        assert [(p["Port"], p["Encryption"], p["SSL"]) for p in smtp] == [("465", "SSL", "on")]
+    _site, client = server
+    for address, login in SETTINGS_ADDRESSES.items():
+        r = client.post(POX, content=request_body(address))
+        assert r.status_code == 200
+        assert r.headers["content-type"] == "text/xml; charset=utf-8"
+        protocols = check_settings(r.content, community_settings_schema)
+        assert {p["LoginName"] for p in protocols} == {login}, address
+    # Outlook 2007 gets the implicit-TLS submission server of the campus set.
+    r = client.post(
+        POX,
+        content=request_body("user@example.edu"),
+        headers={"user-agent": "Microsoft Office/12.0 (Windows NT 6.1; Microsoft Outlook)"},
+    )
+    protocols = check_settings(r.content, community_settings_schema, outlook_2007=True)
+    smtp = [p for p in protocols if p["Type"] == "SMTP"]
+    assert [(p["Port"], p["Encryption"], p["SSL"]) for p in smtp] == [("465", "SSL", "on")]
 
 
 def test_server_redirect_addr(
-    server: tuple[Site, str], community_redirect_schema: etree.XMLSchema
+    server: tuple[Site, InProcessClient], community_redirect_schema: etree.XMLSchema
 ) -> None:
-    _site, base = server
-    r = httpx.post(f"{base}{POX}", content=request_body("old.friend@alumni.example.edu"))
+    _site, client = server
+    r = client.post(POX, content=request_body("old.friend@alumni.example.edu"))
     assert r.status_code == 200
     check_redirect(r.content, community_redirect_schema, "old.friend@alumni-mail.example.net")
 

@@ -1,9 +1,13 @@
-"""What an attacker can send, thrown at the running server.
+"""What an attacker can send, thrown at the server.
 
 The endpoints are unauthenticated and reachable from the internet, so: bodies are capped
 (413, whether the size is declared or streamed), XML never expands an entity or loads a DTD,
 every value a client or the directory supplies is escaped, and no request, however odd,
 produces a 5xx or a traceback. The last test lets hypothesis search for one.
+
+The application answers most of them in this process (``app``, tests/fixtures/inprocess.py);
+what is about the wire — streamed bodies, a declared length without the data, malformed HTTP,
+the random storm and the server log after it — goes to the real server (``server``, slow).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from hypothesis import strategies as st
 
 from mailwarden.profiles import outlook
 from mailwarden.server.http import BadRequest, QueryTooLong, query_params
+from tests.fixtures.inprocess import InProcessClient, inprocess_client
 from tests.fixtures.net import free_port
 from tests.fixtures.policy_site import write_policy_site
 from tests.fixtures.server import running_server, server_log
@@ -54,24 +59,31 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield base
 
 
+@pytest.fixture(scope="module")
+def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessClient]:
+    with inprocess_client(write_policy_site(tmp_path_factory.mktemp("hostile-app"))) as client:
+        yield client
+
+
 # -- body size ----------------------------------------------------------------------------------
 
 
-def test_body_at_the_limit_is_read(server: str) -> None:
+def test_body_at_the_limit_is_read(app: InProcessClient) -> None:
     body = request_body("named@dir.example")
     padded = body + b" " * (LIMIT - len(body))
     assert len(padded) == LIMIT
-    r = httpx.post(server + POX_PATH, content=padded)
+    r = app.post(POX_PATH, content=padded)
     assert r.status_code == 200
     assert "<LoginName>n0042</LoginName>" in r.text
 
 
-def test_body_over_limit_with_content_length_is_413(server: str) -> None:
-    r = httpx.post(server + POX_PATH, content=b"x" * (LIMIT + 1))
+def test_body_over_limit_with_content_length_is_413(app: InProcessClient) -> None:
+    r = app.post(POX_PATH, content=b"x" * (LIMIT + 1))
     assert r.status_code == 413
     assert r.text == "request body too large\n"
 
 
+@pytest.mark.slow
 def test_body_over_limit_chunked_is_413(server: str) -> None:
     def chunks() -> Iterator[bytes]:
         for _ in range(64):
@@ -83,6 +95,7 @@ def test_body_over_limit_chunked_is_413(server: str) -> None:
     assert r.status_code == 413
 
 
+@pytest.mark.slow
 def test_declared_length_is_refused_before_the_body_arrives(server: str) -> None:
     """A client announcing 1 GB gets its 413 at once; the server does not wait for the data."""
     port = int(server.rpartition(":")[2])
@@ -109,25 +122,25 @@ BILLION_LAUGHS = (
 )
 
 
-def test_billion_laughs_refused_without_expansion(server: str) -> None:
+def test_billion_laughs_refused_without_expansion(app: InProcessClient) -> None:
     started = time.monotonic()
-    r = httpx.post(server + POX_PATH, content=request_body("&lol9;@dir.example", BILLION_LAUGHS))
+    r = app.post(POX_PATH, content=request_body("&lol9;@dir.example", BILLION_LAUGHS))
     assert time.monotonic() - started < 2
     assert error_code(r) == 600
     assert "lollol" not in r.text
     assert len(r.content) < 1000
-    assert httpx.get(f"{server}/healthz").status_code == 200
+    assert app.get("/healthz").status_code == 200
 
 
-def test_xxe_file_refused(server: str) -> None:
+def test_xxe_file_refused(app: InProcessClient) -> None:
     doctype = '<!DOCTYPE a [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>'
-    r = httpx.post(server + POX_PATH, content=request_body("&xxe;", doctype))
+    r = app.post(POX_PATH, content=request_body("&xxe;", doctype))
     assert error_code(r) == 600
     assert "root:" not in r.text
     assert "/bin/" not in r.text
 
 
-def test_external_dtd_and_entity_never_fetched(server: str) -> None:
+def test_external_dtd_and_entity_never_fetched(app: InProcessClient) -> None:
     """The DTD and entity point at a listener of ours: nobody may connect to it."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", free_port()))
@@ -148,7 +161,7 @@ def test_external_dtd_and_entity_never_fetched(server: str) -> None:
             f'<!DOCTYPE a [<!ENTITY % p SYSTEM "http://127.0.0.1:{port}/p">%p;]>',
             f'<!DOCTYPE a [<!ENTITY e SYSTEM "http://127.0.0.1:{port}/e">]>',
         ):
-            r = httpx.post(server + POX_PATH, content=request_body("&e;", doctype))
+            r = app.post(POX_PATH, content=request_body("&e;", doctype))
             assert error_code(r) == 600
         thread.join()
     finally:
@@ -156,10 +169,10 @@ def test_external_dtd_and_entity_never_fetched(server: str) -> None:
     assert connected == []
 
 
-def test_deeply_nested_xml_is_600_not_500(server: str) -> None:
+def test_deeply_nested_xml_is_600_not_500(app: InProcessClient) -> None:
     depth = (LIMIT - 100) // 7
     body = b"<a>" * depth + b"</a>" * depth
-    assert error_code(httpx.post(server + POX_PATH, content=body)) == 600
+    assert error_code(app.post(POX_PATH, content=body)) == 600
 
 
 @pytest.mark.parametrize(
@@ -171,15 +184,15 @@ def test_deeply_nested_xml_is_600_not_500(server: str) -> None:
         "<Autodiscover>\u202e</Autodiscover>".encode(),
     ],
 )
-def test_odd_encodings_are_600(server: str, body: bytes) -> None:
-    assert error_code(httpx.post(server + POX_PATH, content=body)) == 600
+def test_odd_encodings_are_600(app: InProcessClient, body: bytes) -> None:
+    assert error_code(app.post(POX_PATH, content=body)) == 600
 
 
 # -- escaping ---------------------------------------------------------------------------------
 
 
-def test_directory_values_escaped_in_autoconfig(server: str) -> None:
-    r = httpx.get(f"{server}/mail/config-v1.1.xml", params={"emailaddress": "esc@dir.example"})
+def test_directory_values_escaped_in_autoconfig(app: InProcessClient) -> None:
+    r = app.get("/mail/config-v1.1.xml", params={"emailaddress": "esc@dir.example"})
     assert r.status_code == 200
     root = ET.fromstring(r.content)  # well-formed despite the markup characters
     assert {u.text for u in root.iter("username")} == {"x<&\"'>y"}
@@ -187,8 +200,8 @@ def test_directory_values_escaped_in_autoconfig(server: str) -> None:
     assert root.findtext("emailProvider/displayShortName") == "P&T"
 
 
-def test_site_values_escaped_in_autoconfig_attributes(server: str) -> None:
-    r = httpx.get(f"{server}/mail/config-v1.1.xml", headers={"host": "plain.example"})
+def test_site_values_escaped_in_autoconfig_attributes(app: InProcessClient) -> None:
+    r = app.get("/mail/config-v1.1.xml", headers={"host": "plain.example"})
     root = ET.fromstring(r.content)
     assert root.findtext("emailProvider/displayName") == "Policy <Test> & \"Quotes\" 'Inc'"
     documentation = root.find("emailProvider/documentation")
@@ -196,8 +209,8 @@ def test_site_values_escaped_in_autoconfig_attributes(server: str) -> None:
     assert documentation.get("url") == "https://help.plain.example/mail?a=1&b=2"
 
 
-def test_directory_values_escaped_in_pox(server: str) -> None:
-    r = httpx.post(server + POX_PATH, content=request_body("esc@dir.example"))
+def test_directory_values_escaped_in_pox(app: InProcessClient) -> None:
+    r = app.post(POX_PATH, content=request_body("esc@dir.example"))
     root = ET.fromstring(r.content)
     ns = f"{{{NS_2006A}}}"
     assert root.findtext(f"{ns}Response/{ns}User/{ns}DisplayName") == "Q <&'> R"
@@ -205,10 +218,10 @@ def test_directory_values_escaped_in_pox(server: str) -> None:
     assert logins == {"x<&\"'>y"}
 
 
-def test_client_values_escaped_in_json(server: str) -> None:
+def test_client_values_escaped_in_json(app: InProcessClient) -> None:
     nasty = "\"}<script>\\u0000&'{"
-    r = httpx.get(
-        f"{server}/autodiscover/autodiscover.json",
+    r = app.get(
+        "/autodiscover/autodiscover.json",
         params={"Email": "a@dir.example", "Protocol": nasty},
     )
     assert r.status_code == 400
@@ -217,41 +230,41 @@ def test_client_values_escaped_in_json(server: str) -> None:
     assert f"'{nasty}'" in data["ErrorMessage"]
     assert r.headers["x-content-type-options"] == "nosniff"
     assert r.headers["content-type"] == "application/json; charset=utf-8"
-    r = httpx.get(
-        f"{server}/autodiscover/autodiscover.json",
+    r = app.get(
+        "/autodiscover/autodiscover.json",
         params={"Email": 'x"<y>@z', "Protocol": "AutodiscoverV1"},
     )
     assert r.status_code == 400
     assert json.loads(r.text)["ErrorCode"] == "InvalidUser"
 
 
-def test_address_echo_in_redirect_is_encoded(server: str) -> None:
-    r = httpx.get(f"{server}/mail/config-v1.1.xml", params={"emailaddress": "a+b&c=d@old.example"})
+def test_address_echo_in_redirect_is_encoded(app: InProcessClient) -> None:
+    r = app.get("/mail/config-v1.1.xml", params={"emailaddress": "a+b&c=d@old.example"})
     assert r.status_code == 302
     assert r.headers["location"].endswith("?emailaddress=a%2Bb%26c%3Dd%40new.example")
 
 
-# -- the smaller findings of issue 15 ("Why", point 5), as they were reported -------------------
+# -- smaller findings, as they were first seen ------------------------------------------------
 
 
-def test_unicode_noncharacter_never_gives_a_broken_mobileconfig(server: str) -> None:
+def test_unicode_noncharacter_never_gives_a_broken_mobileconfig(app: InProcessClient) -> None:
     """U+FFFE in an address once gave a ``/mobileconfig`` no XML parser accepts."""
     for char in ("%EF%BF%BE", "%EF%BF%BF"):
-        r = httpx.get(f"{server}/mobileconfig?emailaddress=a{char}@plain.example")
+        r = app.get(f"/mobileconfig?emailaddress=a{char}@plain.example")
         assert r.status_code == 400, r.text
-        r = httpx.get(f"{server}/mail/config-v1.1.xml?emailaddress=a{char}@plain.example")
+        r = app.get(f"/mail/config-v1.1.xml?emailaddress=a{char}@plain.example")
         assert r.status_code == 400  # refused, no longer silently dropped from the document
 
 
-def test_json_v1_path_is_not_decoded_twice(server: str) -> None:
-    base = f"{server}/autodiscover/autodiscover.json/v1.0/"
-    assert httpx.get(base + "named%40dir.example?Protocol=AutodiscoverV1").status_code == 200
-    r = httpx.get(base + "named%2540dir.example?Protocol=AutodiscoverV1")
+def test_json_v1_path_is_not_decoded_twice(app: InProcessClient) -> None:
+    base = "/autodiscover/autodiscover.json/v1.0/"
+    assert app.get(base + "named%40dir.example?Protocol=AutodiscoverV1").status_code == 200
+    r = app.get(base + "named%2540dir.example?Protocol=AutodiscoverV1")
     assert r.status_code == 400
     assert json.loads(r.text)["ErrorCode"] == "InvalidUser"
 
 
-def test_invalid_utf8_is_not_an_address(server: str) -> None:
+def test_invalid_utf8_is_not_an_address(app: InProcessClient) -> None:
     for url in (
         "/mail/config-v1.1.xml?emailaddress=%FF%FE@plain.example",
         "/autodiscover/autodiscover.json/v1.0/%FF@plain.example?Protocol=AutodiscoverV1",
@@ -259,22 +272,23 @@ def test_invalid_utf8_is_not_an_address(server: str) -> None:
         "/mobileconfig?emailaddress=%FF@plain.example",
         "/?emailaddress=%FF@plain.example",
     ):
-        r = httpx.get(server + url)
+        r = app.get(url)
         assert r.status_code == 400, (url, r.status_code, r.text)
 
 
 @pytest.mark.parametrize("method", ["PUT", "DELETE", "TRACE", "POST", "OPTIONS"])
-def test_health_and_metrics_refuse_other_methods(server: str, method: str) -> None:
+def test_health_and_metrics_refuse_other_methods(app: InProcessClient, method: str) -> None:
     for path in ("/healthz", "/metrics"):
-        r = httpx.request(method, server + path)
+        r = app.request(method, path)
         assert r.status_code == 405
         assert r.headers["allow"] == "GET, HEAD"
-    assert httpx.head(server + "/healthz").status_code == 200
+    assert app.head("/healthz").status_code == 200
 
 
 # -- malformed HTTP on the wire -------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "raw",
     [
@@ -374,6 +388,7 @@ def client(server: str) -> Iterator[httpx.Client]:
         yield c
 
 
+@pytest.mark.slow
 @settings(
     max_examples=250,
     deadline=None,
@@ -413,6 +428,7 @@ def test_random_requests_never_5xx(
     assert b'File "' not in r.content
 
 
+@pytest.mark.slow
 def test_server_healthy_after_the_storm(
     server: str, tmp_path_factory: pytest.TempPathFactory
 ) -> None:

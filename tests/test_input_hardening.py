@@ -1,7 +1,8 @@
-"""Input hardening of the HTTP front (issue 15, item 4 and the method check of item 1).
+"""Input hardening of the HTTP front: what an address may carry, URL decoding, the method check.
 
 What an address may carry and how a URL is decoded decide what ends up inside the documents we
-render, so these tests hold four promises, each against the running server:
+render, so these tests hold four promises, each against the application answering HTTP requests
+(in this process, tests/fixtures/inprocess.py; the wire itself is tests/test_hostile_input.py's):
 
 - a character XML 1.0 forbids (C0 controls but TAB/LF/CR, U+FFFE, U+FFFF, lone surrogates)
   never reaches a rendered document: the address is refused with 400;
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import json
 import plistlib
-import socket
 import string
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,8 +35,8 @@ from mailwarden.profiles import apple, setup_page, xmltext
 from mailwarden.profiles.subject import Subject
 from mailwarden.server.http import BadRequest, path_tail, query_params
 from mailwarden.site import load_site
+from tests.fixtures.inprocess import InProcessClient, inprocess_client
 from tests.fixtures.policy_site import write_policy_site
-from tests.fixtures.server import running_server, server_log
 
 AUTOCONFIG = "/mail/config-v1.1.xml"
 POX = "/autodiscover/autodiscover.xml"
@@ -96,47 +96,16 @@ def site_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(site_file: Path) -> Iterator[str]:
-    with running_server(site_file, workers=1) as base:
-        yield base
-
-
-@pytest.fixture(scope="module")
-def client(server: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server, timeout=10) as c:
+def client(site_file: Path) -> Iterator[InProcessClient]:
+    with inprocess_client(site_file) as c:
         yield c
 
 
-def raw_request(server: str, request: bytes) -> tuple[int, dict[str, str], bytes]:
-    """Send ``request`` as given on a fresh connection; the status, headers and body."""
-    port = int(server.rpartition(":")[2])
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-        sock.sendall(request)
-        reply = b""
-        while b"\r\n\r\n" not in reply:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            reply += chunk
-        head, _, body = reply.partition(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        headers = {
-            k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])
-        }
-        length = int(headers.get("content-length", "0"))
-        while len(body) < length and not request.startswith(b"HEAD "):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            body += chunk
-    return int(lines[0].split(" ", 2)[1]), headers, body
-
-
-def get(server: str, target: str) -> tuple[int, dict[str, str], bytes]:
-    """GET ``target`` exactly as written (no client-side re-encoding of the URL)."""
-    return raw_request(
-        server, f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
-    )
+def get(client: httpx.Client, target: str) -> tuple[int, dict[str, str], bytes]:
+    """GET ``target`` exactly as written: no client-side re-encoding of the URL (checked)."""
+    r = client.get(target, headers={"host": "x"})
+    assert r.request.url.raw_path == target.encode("ascii"), "the client changed the target"
+    return r.status_code, dict(r.headers), r.content
 
 
 # -- the address parser ---------------------------------------------------------------------------
@@ -252,11 +221,13 @@ def test_clean_keeps_what_xml_allows() -> None:
     assert xmltext.clean("".join(FORBIDDEN + SURROGATES) + "x") == "x"
 
 
-# -- against the running server -------------------------------------------------------------------
+# -- against the application ----------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("char", ["\ufffe", "\uffff", "\x01", "\x1f"])
-def test_every_endpoint_refuses_an_address_xml_cannot_carry(server: str, char: str) -> None:
+def test_every_endpoint_refuses_an_address_xml_cannot_carry(
+    client: InProcessClient, char: str
+) -> None:
     address = encoded(f"a{char}b@plain.example")
     for target in (
         f"{AUTOCONFIG}?emailaddress={address}",
@@ -265,7 +236,7 @@ def test_every_endpoint_refuses_an_address_xml_cannot_carry(server: str, char: s
         f"{JSON_QUERY}?Email={address}&Protocol=AutodiscoverV1",
         f"{JSON_V1}{address}?Protocol=AutodiscoverV1",
     ):
-        status, _, body = get(server, target)
+        status, _, body = get(client, target)
         assert status == 400, (target, status, body[:200])
         assert forbidden_in(body.decode("utf-8")) == [], target
     # POX: XML itself cannot carry the character, neither raw nor as a reference
@@ -273,20 +244,20 @@ def test_every_endpoint_refuses_an_address_xml_cannot_carry(server: str, char: s
         request_body(f"a{char}b@plain.example"),
         request_body(f"a&#x{ord(char):x};b@plain.example").replace(b"&amp;#", b"&#"),
     ):
-        r = httpx.post(server + POX, content=body)
+        r = client.post(POX, content=body)
         assert r.status_code == 200
         well_formed_xml(r.content)
         assert "<ErrorCode>600</ErrorCode>" in r.text
 
 
-def test_mobileconfig_for_a_valid_unicode_address_is_well_formed(server: str) -> None:
-    status, _, body = get(server, "/mobileconfig?emailaddress=" + encoded("élève@plain.example"))
+def test_mobileconfig_for_a_valid_unicode_address_is_well_formed(client: InProcessClient) -> None:
+    status, _, body = get(client, "/mobileconfig?emailaddress=" + encoded("élève@plain.example"))
     assert status == 200
     assert well_formed_plist(body)["PayloadContent"][0]["EmailAddress"] == "élève@plain.example"  # type: ignore[index]
 
 
 @pytest.mark.parametrize("bad", ["%FF", "%C3", "%ED%A0%80", "%EF%BF"])
-def test_invalid_utf8_is_400_on_every_endpoint(server: str, bad: str) -> None:
+def test_invalid_utf8_is_400_on_every_endpoint(client: InProcessClient, bad: str) -> None:
     for target in (
         f"{AUTOCONFIG}?emailaddress=a{bad}@plain.example",
         f"/mobileconfig?emailaddress=a{bad}@plain.example",
@@ -295,28 +266,28 @@ def test_invalid_utf8_is_400_on_every_endpoint(server: str, bad: str) -> None:
         f"{JSON_V1}a{bad}@plain.example?Protocol=AutodiscoverV1",
         f"{AUTOCONFIG}?emailaddress=known@plain.example&lang={bad}",
     ):
-        status, _, body = get(server, target)
+        status, _, body = get(client, target)
         assert status == 400, (target, status, body[:300])
         assert "\ufffd" not in body.decode("utf-8")
 
 
-def test_json_v1_path_is_decoded_once(server: str) -> None:
+def test_json_v1_path_is_decoded_once(client: InProcessClient) -> None:
     ok = f"{JSON_V1}known%40plain.example?Protocol=AutodiscoverV1"
-    status, _, body = get(server, ok)
+    status, _, body = get(client, ok)
     assert status == 200, body
     assert json.loads(body)["Url"].endswith("/autodiscover/autodiscover.xml")
-    status, _, body = get(server, ok.replace("%40", "@"))
+    status, _, body = get(client, ok.replace("%40", "@"))
     assert status == 200
     # decoded once this is "known%40plain.example": no @, no address
-    status, _, body = get(server, ok.replace("%40", "%2540"))
+    status, _, body = get(client, ok.replace("%40", "%2540"))
     assert status == 400, body
     assert json.loads(body)["ErrorCode"] == "InvalidUser"
 
 
-def test_query_is_decoded_once_on_the_wire(server: str) -> None:
-    status, _, body = get(server, f"{AUTOCONFIG}?emailaddress=known%2540plain.example")
+def test_query_is_decoded_once_by_the_endpoint(client: InProcessClient) -> None:
+    status, _, body = get(client, f"{AUTOCONFIG}?emailaddress=known%2540plain.example")
     assert status == 400, body
-    status, _, body = get(server, f"{AUTOCONFIG}?emailaddress=known%40plain.example")
+    status, _, body = get(client, f"{AUTOCONFIG}?emailaddress=known%40plain.example")
     assert status == 200
     well_formed_xml(body)
 
@@ -325,31 +296,26 @@ def test_query_is_decoded_once_on_the_wire(server: str) -> None:
 @pytest.mark.parametrize(
     "method", ["PUT", "DELETE", "TRACE", "CONNECT", "POST", "PATCH", "OPTIONS"]
 )
-def test_health_and_metrics_answer_get_and_head_only(server: str, path: str, method: str) -> None:
+def test_health_and_metrics_answer_get_and_head_only(
+    client: InProcessClient, path: str, method: str
+) -> None:
     body = b"x" if method in ("PUT", "POST", "PATCH") else b""
-    status, headers, _ = raw_request(
-        server,
-        f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
-        f"Connection: close\r\n\r\n".encode()
-        + body,
+    r = client.request(
+        method, path, headers={"host": "x", "content-length": str(len(body))}, content=body
     )
-    assert status == 405
-    assert headers["allow"] == "GET, HEAD"
+    assert r.status_code == 405
+    assert r.headers["allow"] == "GET, HEAD"
 
 
 @pytest.mark.parametrize("path", ["/healthz", "/metrics"])
-def test_health_and_metrics_get_and_head(server: str, path: str) -> None:
-    status, headers, body = raw_request(
-        server, f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
-    )
-    assert status == 200
-    assert body
-    status, head_headers, head_body = raw_request(
-        server, f"HEAD {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
-    )
-    assert status == 200
-    assert head_body == b""
-    assert head_headers["content-type"] == headers["content-type"]
+def test_health_and_metrics_get_and_head(client: InProcessClient, path: str) -> None:
+    got = client.get(path, headers={"host": "x"})
+    assert got.status_code == 200
+    assert got.content
+    head = client.head(path, headers={"host": "x"})
+    assert head.status_code == 200
+    assert head.content == b""
+    assert head.headers["content-type"] == got.headers["content-type"]
 
 
 # -- hypothesis: any text as an address, at every renderer ---------------------------------------
@@ -430,5 +396,5 @@ def test_any_address_gives_400_or_a_well_formed_document(client: httpx.Client, t
     _check_answers(client, text)
 
 
-def test_no_traceback_after_all_that(server: str) -> None:
-    assert "Traceback" not in server_log(server).read_text(errors="replace")
+def test_no_traceback_after_all_that(client: InProcessClient) -> None:
+    assert "Traceback" not in client.log_text()

@@ -42,6 +42,8 @@ from tests.fixtures.server import running_server
 from tests.fixtures.sites import sites
 from tests.test_conformance_autodiscover import check_settings, request_body
 
+pytestmark = pytest.mark.slow  # starts mailwarden serve for the imported corpus
+
 CORPUS_FILES = 163
 CORPUS_DOMAINS = 963  # <domain> elements over all files (corpus/README.md)
 SERVED_KINDS = {("incoming", "imap"), ("incoming", "pop3"), ("outgoing", "smtp")}

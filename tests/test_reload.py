@@ -29,8 +29,9 @@ from mailwarden.errors import ConfigError
 from mailwarden.server.live import LiveApp
 from mailwarden.server.metrics import Metrics
 from mailwarden.server.reload import WATCH_INTERVAL, publish, validate
-from tests.fixtures.guard_server import PolicyClient, running_guard, wait_until, write_site
+from tests.fixtures.guard_server import PolicyClient, running_guard, write_site
 from tests.fixtures.server import running_server, server_log, server_pid
+from tests.fixtures.wait import wait_until
 
 OLD_HOST = "imap.example.edu"
 NEW_HOST = "imap-reloaded.example.edu"

@@ -12,6 +12,7 @@ import random
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from mailwarden.server.metrics import Metrics
+from tests.fixtures.wait import async_wait_until
 
 DURATIONS = [0.0, 0.0001, 0.00007, 0.0003, 0.002, 0.0025, 0.04, 0.5, 2.5, 3.0, 7.0]
 
@@ -83,7 +84,8 @@ def test_inside_an_event_loop_counts_wait_for_the_flush() -> None:
             metrics.count("autoconfig", 200)
             metrics.observe_lookup(0.001)
         before = registry.get_sample_value(name, labels)
-        await asyncio.sleep(0.5)  # the timer has fired
+        # the flush timer has fired: the counts were written
+        await async_wait_until(lambda: (registry.get_sample_value(name, labels) or 0.0) > 0)
         after = registry.get_sample_value(name, labels)
         metrics.count("autoconfig", 200)
         metrics.exposition()  # a scrape writes this worker's counts at once

@@ -1,4 +1,4 @@
-"""The setup page: language choice, escaping, privacy, and the real server's answers."""
+"""The setup page: language choice, escaping, privacy, and the application's HTTP answers."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import hashlib
 import re
 from pathlib import Path
 
-import httpx
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
@@ -17,7 +16,7 @@ from mailwarden.profiles import apple, setup_page
 from mailwarden.profiles.subject import GENERIC, Subject
 from mailwarden.site import Site, load_site
 from mailwarden.site.model import DomainView
-from tests.fixtures.server import running_server
+from tests.fixtures.inprocess import InProcessClient, inprocess_client
 
 _QR = re.compile(r"data:image/svg\+xml[^\"]*")
 
@@ -129,26 +128,26 @@ def test_csp_hash_matches_the_inline_style(example_site: Site) -> None:
     assert "<script" not in html  # the page works without JavaScript
 
 
-# -- through the real server -----------------------------------------------------------------
+# -- through the application -----------------------------------------------------------------
 
 
-def test_form_and_headers(example_server: str) -> None:
-    r = httpx.get(f"{example_server}/", headers={"Accept-Language": "de-DE,de;q=0.9"})
+def test_form_and_headers(asgi_client: InProcessClient) -> None:
+    r = asgi_client.get("/", headers={"Accept-Language": "de-DE,de;q=0.9"})
     assert r.status_code == 200
     assert r.headers["content-type"] == "text/html; charset=utf-8"
     assert r.headers["content-language"] == "de"
     assert "default-src 'none'" in r.headers["content-security-policy"]
     assert '<html lang="de">' in r.text
     assert 'href="https://help.example.edu/mail"' in r.text  # support link from the site file
-    head = httpx.head(f"{example_server}/")
+    head = asgi_client.head("/")
     assert head.status_code == 200
     assert head.content == b""
-    assert httpx.post(f"{example_server}/").status_code == 405
+    assert asgi_client.post("/").status_code == 405
 
 
-def test_result_for_alias(example_server: str) -> None:
-    r = httpx.get(
-        f"{example_server}/",
+def test_result_for_alias(asgi_client: InProcessClient) -> None:
+    r = asgi_client.get(
+        "/",
         params={"emailaddress": "jane.doe@example.edu", "lang": "en"},
         headers={"Host": "autoconfig.example.edu"},
     )
@@ -165,11 +164,11 @@ def _shape(html: str, *replacements: tuple[str, str]) -> str:
     return html
 
 
-def test_unknown_address_page_has_the_same_shape(example_server: str) -> None:
+def test_unknown_address_page_has_the_same_shape(asgi_client: InProcessClient) -> None:
     """Default policy: nothing but the typed address (and the login it implies) differs."""
 
     def page(address: str) -> str:
-        r = httpx.get(f"{example_server}/", params={"emailaddress": address, "lang": "en"})
+        r = asgi_client.get("/", params={"emailaddress": address, "lang": "en"})
         assert r.status_code == 200
         return r.text
 
@@ -187,26 +186,24 @@ def test_unknown_address_page_has_the_same_shape(example_server: str) -> None:
     assert known == unknown
 
 
-def test_invalid_unserved_and_moved(example_server: str) -> None:
-    bad = httpx.get(f"{example_server}/", params={"emailaddress": "<script>x</script>@example"})
+def test_invalid_unserved_and_moved(asgi_client: InProcessClient) -> None:
+    bad = asgi_client.get("/", params={"emailaddress": "<script>x</script>@example"})
     assert bad.status_code == 400
     assert "<script>x" not in bad.text
     assert 'aria-invalid="true"' in bad.text
-    unserved = httpx.get(f"{example_server}/", params={"emailaddress": "a@elsewhere.example"})
+    unserved = asgi_client.get("/", params={"emailaddress": "a@elsewhere.example"})
     assert unserved.status_code == 404
     assert "elsewhere.example" in unserved.text
-    idn = httpx.get(f"{example_server}/", params={"emailaddress": "a@bücher.example"})
+    idn = asgi_client.get("/", params={"emailaddress": "a@bücher.example"})
     assert idn.status_code == 404
     assert "Für bücher.example" in idn.text or "for bücher.example" in idn.text
-    moved = httpx.get(
-        f"{example_server}/", params={"emailaddress": "x@alumni.example.edu", "lang": "de"}
-    )
+    moved = asgi_client.get("/", params={"emailaddress": "x@alumni.example.edu", "lang": "de"})
     assert moved.status_code == 302
     assert moved.headers["location"] == (
         "https://autoconfig.alumni-mail.example.net/"
         "?emailaddress=x%40alumni-mail.example.net&lang=de"
     )
-    long = httpx.get(f"{example_server}/?emailaddress=" + "a" * 5000)
+    long = asgi_client.get("/?emailaddress=" + "a" * 5000)
     assert long.status_code == 414
 
 
@@ -216,10 +213,10 @@ def test_reject_policy_says_unknown(example_site_file: Path) -> None:
         'login = "directory"\n', 'login = "directory"\nunknown_address = "reject"\n'
     )
     example_site_file.write_text(text, encoding="utf-8")
-    with running_server(example_site_file) as base:
-        unknown = httpx.get(f"{base}/", params={"emailaddress": "nosuch@example.edu"})
-        known = httpx.get(f"{base}/", params={"emailaddress": "jdoe@example.edu"})
-        profile = httpx.get(f"{base}/mobileconfig", params={"emailaddress": "nosuch@example.edu"})
+    with inprocess_client(example_site_file) as client:
+        unknown = client.get("/", params={"emailaddress": "nosuch@example.edu"})
+        known = client.get("/", params={"emailaddress": "jdoe@example.edu"})
+        profile = client.get("/mobileconfig", params={"emailaddress": "nosuch@example.edu"})
     assert unknown.status_code == 404
     assert "not known here" in unknown.text
     assert known.status_code == 200

@@ -22,6 +22,8 @@ from tests.fixtures.ocsp_lab import LabCert, OcspLab, running_ocsp_lab
 from tests.fixtures.submission import SubmissionServer, running_submission
 from tests.fixtures.tls_ca import ServerCert
 
+pytestmark = pytest.mark.slow  # starts knotd, nginx, dovecot, postfix and an OCSP responder
+
 D = "example.test"
 
 

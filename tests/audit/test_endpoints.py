@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from mailwarden.audit.endpoints import find_endpoints
 from mailwarden.discovery.records import render_zone, wanted_records
 from mailwarden.discovery.resolver import Resolver, parse_nameserver
@@ -13,6 +15,8 @@ from mailwarden.findings import Severity
 from mailwarden.site.load import parse_site
 from tests.fixtures.discovery_lab import DOMAIN, HOSTS, SITE
 from tests.fixtures.knot import running_knot
+
+pytestmark = pytest.mark.slow  # starts knotd
 
 EXTRA = """
 [[audit.endpoints]]

@@ -520,6 +520,7 @@ def browser() -> Iterator[Browser]:
         launched.close()
 
 
+@pytest.mark.slow  # starts chromium
 @pytest.mark.parametrize(("name", "width"), [("desktop", 1280), ("phone", 390)])
 def test_html_in_chromium(browser: Browser, report: AuditReport, name: str, width: int) -> None:
     """The page is handed to the browser by a route; every other request is refused and
@@ -567,6 +568,7 @@ def test_html_in_chromium(browser: Browser, report: AuditReport, name: str, widt
     context.close()
 
 
+@pytest.mark.slow  # starts chromium
 def test_axe_really_checks_the_report(browser: Browser, report: AuditReport) -> None:
     """The check above only counts if axe runs under the page's CSP: break it, see it fail."""
     context = browser.new_context()

@@ -46,6 +46,8 @@ from tests.fixtures.net import free_port
 from tests.fixtures.ocsp_lab import LabCert, OcspLab, running_ocsp_lab
 from tests.fixtures.tls_ca import TestCA
 
+pytestmark = pytest.mark.slow  # starts OCSP responders (openssl ocsp)
+
 ENDPOINT = Endpoint("imap.example.test", "127.0.0.1", 993, "imap", "implicit")
 Answer = Callable[[str, str, bytes], tuple[int, bytes]]
 """A test responder: (method, path, body) -> (HTTP status, body)."""

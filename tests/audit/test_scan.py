@@ -37,7 +37,7 @@ from tests.fixtures.nginx import NginxServer, Vhost, running_nginx
 from tests.fixtures.submission import SubmissionServer, running_submission
 from tests.fixtures.tls_ca import ServerCert, TestCA
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]  # starts nginx, dovecot, postfix
 
 EHLO = "audit.example.test"
 IMAP = "imap.example.test"

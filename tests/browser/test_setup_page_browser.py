@@ -18,6 +18,8 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.fixtures.paths import ROOT
 
+pytestmark = pytest.mark.slow  # starts mailwarden serve and chromium
+
 CHROMIUM = Path("/usr/bin/chromium")
 HOST = "autoconfig.example.edu"
 ARTIFACTS = ROOT / "test-artifacts" / "setup-page"

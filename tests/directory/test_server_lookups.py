@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.directory.helpers import ldap_toml, site_toml
 from tests.fixtures.net import free_port
@@ -112,6 +113,7 @@ def test_outlook_gets_the_directory_login(slapd: Slapd, tmp_path: Path) -> None:
         assert "<LoginName>ab1234</LoginName>" in r.text
 
 
+@pytest.mark.slow  # starts mailwarden serve
 def test_outage_policies_without_any_directory(tmp_path: Path) -> None:
     """Nothing listens on the LDAP port: answers per on_outage, at once, never a 5xx."""
     dead = (

@@ -27,6 +27,8 @@ from mailwarden.site import Site, load_site
 from tests.fixtures.knot import KnotServer, running_knot, silent_dns
 from tests.fixtures.paths import ROOT
 
+pytestmark = pytest.mark.slow  # starts knotd
+
 SITE_TOML = """\
 primary_domain = "example.org"
 

@@ -26,6 +26,8 @@ from tests.fixtures.nginx import (
 )
 from tests.fixtures.tls_ca import TestCA
 
+pytestmark = pytest.mark.slow  # starts knotd and nginx
+
 ORG_RECORDS = """\
 autoconfig.example.org.           3600 IN CNAME autoconfig.mail.example.net.
 autodiscover.example.org.         3600 IN A     192.0.2.44

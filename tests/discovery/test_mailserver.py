@@ -44,7 +44,7 @@ from tests.fixtures.dovecot import Dovecot, running_dovecot
 from tests.fixtures.submission import SubmissionServer, running_submission
 from tests.fixtures.tls_ca import ServerCert, TestCA
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]  # starts dovecot and postfix
 
 CLEARTEXT = ("password-cleartext",)
 T = TypeVar("T")

@@ -20,6 +20,8 @@ from tests.fixtures.knot import silent_dns
 from tests.fixtures.nginx import NOT_CONFIG_BODY, Vhost
 from tests.fixtures.server import running_server
 
+pytestmark = pytest.mark.slow  # starts the discovery lab (knotd, nginx) and mailwarden serve
+
 AUTOCONFIG = f"autoconfig.{DOMAIN}"
 AUTODISCOVER = f"autodiscover.{DOMAIN}"
 

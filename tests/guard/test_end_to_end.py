@@ -17,7 +17,6 @@ from tests.fixtures.guard_server import (
     BURST_CLASSES,
     GuardProcess,
     running_guard,
-    wait_until,
     write_site,
 )
 from tests.fixtures.guard_server import guard_cli as cli
@@ -25,6 +24,9 @@ from tests.fixtures.net import free_port
 from tests.fixtures.postfix_lab import PASSWORD, MailLab, running_mail_lab
 from tests.fixtures.redis_server import RedisServer, running_redis
 from tests.fixtures.slapd import PEOPLE_DN, ROOT_DN, ROOT_PASSWORD, Slapd, running_slapd
+from tests.fixtures.wait import wait_until
+
+pytestmark = pytest.mark.slow  # starts the guard, postfix, dovecot, slapd and redis
 
 USERS = ["zz0001", "zz0002", "zz0003", "zz0004", "zz0005"]
 

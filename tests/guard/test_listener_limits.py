@@ -33,6 +33,8 @@ from mailwarden.guard.store.memory import MemoryStore
 from tests.fixtures.guard_server import GuardProcess, PolicyClient, running_guard, write_site
 from tests.fixtures.redis_server import running_redis
 
+pytestmark = pytest.mark.slow  # starts the guard (and redis)
+
 GUARD = """
 [guard]
 {store}

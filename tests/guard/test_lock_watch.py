@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from mailwarden.guard.config import GuardConfig
 from mailwarden.guard.detector import Detector
@@ -13,15 +16,15 @@ from mailwarden.guard.engine import Engine
 from mailwarden.guard.milter import C_MAIL, MilterServer, Session
 from mailwarden.guard.store.redis import RedisStore
 from tests.fixtures.redis_server import running_redis
+from tests.fixtures.wait import async_wait_until
+
+pytestmark = pytest.mark.slow  # starts redis
 
 LOCAL = frozenset({"example.edu"})
 
 
-async def wait_for(check: object, seconds: float = 5.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "not within the bound"
-        await asyncio.sleep(0.01)
+async def wait_for(check: Callable[[], object], seconds: float = 5.0) -> None:
+    await async_wait_until(check, seconds, interval=0.01, what="the lock watch")
 
 
 async def commands(store: RedisStore, name: str) -> int:

@@ -20,6 +20,8 @@ from tests.fixtures.guard_server import PolicyClient, running_guard, write_site
 from tests.fixtures.guard_server import guard_cli as cli
 from tests.fixtures.net import free_port
 
+pytestmark = pytest.mark.slow  # starts the guard
+
 GUARD = """
 [guard]
 store = "sqlite"

@@ -24,6 +24,9 @@ from mailwarden.guard.store.redis import WINDOWS_LUA, RedisStore, _spans
 from mailwarden.guard.window import SPANS, Ring
 from tests.fixtures.redis_server import RedisServer, running_redis
 from tests.fixtures.slapd import make_test_ca
+from tests.fixtures.wait import async_wait_until
+
+pytestmark = pytest.mark.slow  # starts redis
 
 LOCAL = frozenset({"example.edu"})
 T0 = 1_700_000_000.0
@@ -356,9 +359,7 @@ def test_store_over_tls_and_over_a_unix_socket(tmp_path: Path) -> None:
         verdict = await store.decide(Observation("tia", T0, ("a@b.example",), True, 1), detector)
         store.watch_locks()
         await store.lock("tia", "by hand", T0, by="admin")
-        deadline = time.monotonic() + 5
-        while store.watch.reason("tia") is None and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        await async_wait_until(lambda: store.watch.reason("tia") is not None, 5, what="lock seen")
         live = store.watch.live
         reason = await store.locked("tia")
         await store.close()

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from mailwarden.guard.actions import release
 from mailwarden.guard.config import GuardConfig
 from mailwarden.guard.store.base import HoldInfo
@@ -17,6 +19,8 @@ from mailwarden.guard.store.redis import RedisStore
 from mailwarden.guard.store.sqlite import SqliteStore
 from tests.fixtures.guard_server import guard_cli, write_site
 from tests.fixtures.redis_server import running_redis
+
+pytestmark = pytest.mark.slow  # starts the guard and redis
 
 T0 = 1_700_000_000.0
 

@@ -15,11 +15,13 @@ from tests.fixtures.guard_server import (
     BURST_CLASSES,
     GuardProcess,
     running_guard,
-    wait_until,
     write_site,
 )
 from tests.fixtures.net import free_port, wait_for_port
 from tests.fixtures.sendmail import Sendmail, running_sendmail, write_mc
+from tests.fixtures.wait import wait_until
+
+pytestmark = pytest.mark.slow  # starts sendmail and the guard
 
 USERS = {f"zz000{i}": f"secret-{i}" for i in range(1, 6)}
 

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,9 @@ from mailwarden.site.load import parse_site
 from tests.fixtures.guard_server import write_site
 from tests.fixtures.paths import example_site_text
 from tests.fixtures.redis_sentinel import SERVICE, SentinelLab, running_sentinel_lab
+from tests.fixtures.wait import async_wait_until
+
+pytestmark = pytest.mark.slow  # starts redis and its sentinels
 
 LOCAL = frozenset({"example.edu"})
 BASE = example_site_text(guard=False)
@@ -146,11 +150,8 @@ def test_an_overlong_url_is_refused() -> None:
 # -- against real Sentinels ------------------------------------------------------------------
 
 
-async def wait_for(check: object, seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():  # type: ignore[operator]
-        assert time.monotonic() < deadline, f"{what}: not within {seconds} s"
-        await asyncio.sleep(0.02)
+async def wait_for(check: Callable[[], object], seconds: float, what: str) -> None:
+    await async_wait_until(check, seconds, interval=0.02, what=what)
 
 
 def status(lab: SentinelLab, folder: Path) -> subprocess.CompletedProcess[str]:

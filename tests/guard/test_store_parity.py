@@ -38,6 +38,8 @@ from mailwarden.guard.store.sqlite import SqliteStore
 from mailwarden.guard.window import DAY, HOUR, SPANS, Ring
 from tests.fixtures.redis_server import RedisServer, running_redis
 
+pytestmark = pytest.mark.slow  # starts redis
+
 LOCAL = frozenset({"example.edu"})
 T0 = 1_700_000_000.0
 CONFIG = GuardConfig.model_validate({"members": {"bulk": ["news"]}})

@@ -23,6 +23,8 @@ from tests.fixtures.net import free_port
 from tests.fixtures.sendmail import Sendmail, start_sendmail, write_mc
 from tests.lint.tools import lint
 
+pytestmark = pytest.mark.slow  # starts sendmail daemons
+
 DUAL = "dual.sendmail-test.example"  # A and AAAA
 V4ONLY = "v4only.sendmail-test.example"  # A only
 MAPPED = "mapped.sendmail-test.example"  # a resolver that answers AAAA with ::ffff:a.b.c.d

@@ -38,6 +38,8 @@ from tests.fixtures.knot import silent_dns
 from tests.fixtures.net import free_port
 from tests.fixtures.paths import ROOT
 
+pytestmark = pytest.mark.slow  # starts clamd
+
 SITE = """
 primary_domain = "example.test"
 [organisation]

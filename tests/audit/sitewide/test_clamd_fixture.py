@@ -10,8 +10,12 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from mailwarden.audit.sitewide.clamd import CLEAN_STREAM, eicar, instream, parse_version
 from tests.fixtures.clamd import EICAR_NAME, HARMLESS_MARKER, running_clamd
+
+pytestmark = pytest.mark.slow  # starts clamd
 
 EICAR_MD5 = "44d88612fea8a8f36de82e1278abb02f"
 """The published md5 of the 68-byte EICAR test file."""

@@ -29,6 +29,8 @@ from tests.fixtures.knot import running_knot
 from tests.fixtures.tls_ca import ServerCert, TestCA
 from tests.fixtures.unbound import running_unbound, trust_anchors
 
+pytestmark = pytest.mark.slow  # starts knotd and unbound
+
 S = "signed.test"
 P = "plain.test"
 BROKEN = "broken.test"

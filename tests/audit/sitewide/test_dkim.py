@@ -26,6 +26,8 @@ from mailwarden.site.load import parse_site
 from tests.audit.sitewide.test_mtasts import site_text
 from tests.fixtures.knot import running_knot
 
+pytestmark = pytest.mark.slow  # starts knotd
+
 Z = "dkim.test"
 BROKEN = "broken.test"
 E, W, U, N = Severity.ERROR, Severity.WARNING, Severity.UNKNOWN, Severity.INFO

@@ -38,6 +38,8 @@ from mailwarden.site.load import parse_site
 from tests.audit.sitewide.test_mtasts import site_text
 from tests.fixtures.knot import KnotServer, running_knot
 
+pytestmark = pytest.mark.slow  # starts knotd
+
 BL = "bl.test"
 
 

@@ -32,6 +32,8 @@ from tests.fixtures.knot import running_knot
 from tests.fixtures.nginx import Vhost, running_nginx
 from tests.fixtures.tls_ca import TestCA
 
+pytestmark = pytest.mark.slow  # starts knotd and nginx
+
 Z = "example.test"
 BROKEN = "broken.test"  # a zone knotd cannot load: SERVFAIL for every name in it
 TXT = '"v=STSv1; id=20240101T000000;"'

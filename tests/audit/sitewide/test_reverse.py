@@ -36,6 +36,8 @@ from tests.audit.sitewide.test_mtasts import site_text
 from tests.fixtures.knot import KnotServer, running_knot
 from tests.fixtures.net import wait_for_port
 
+pytestmark = pytest.mark.slow  # starts knotd and smtp-sink
+
 SMTP_SINK = Path("/usr/sbin/smtp-sink")
 F = "example.test"
 BROKEN = "broken.test"

@@ -31,6 +31,8 @@ from mailwarden.site.load import parse_site
 from tests.audit.sitewide.test_mtasts import site_text
 from tests.fixtures.knot import KnotServer, running_knot
 
+pytestmark = pytest.mark.slow  # starts knotd
+
 Z = "spf.test"
 BROKEN = "broken.test"
 OUT = "ip4:192.0.2.25 ip6:2001:db8::25"

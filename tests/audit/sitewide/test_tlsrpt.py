@@ -26,6 +26,8 @@ from mailwarden.site.load import parse_site
 from tests.audit.sitewide.test_mtasts import site_text
 from tests.fixtures.knot import KnotServer, running_knot
 
+pytestmark = pytest.mark.slow  # starts knotd
+
 Z = "example.test"
 BROKEN = "broken.test"
 

@@ -7,9 +7,12 @@ from pathlib import Path
 
 import dns.flags
 import dns.rcode
+import pytest
 
 from tests.fixtures.knot import running_knot
 from tests.fixtures.unbound import running_unbound, trust_anchors
+
+pytestmark = pytest.mark.slow  # starts knotd and unbound
 
 SIGNED = "signed.test"
 PLAIN = "plain.test"
