@@ -1,14 +1,16 @@
 """CPU per request of our server, in-process, without a load generator.
 
-Drives uvicorn's own HTTP protocol (httptools, the one ``mailwarden serve`` runs) over an
-in-memory transport on a uvloop event loop: raw request bytes in, response bytes out, no
-sockets, no other process. Each round sends N requests on one keep-alive connection, rotating
+Drives the HTTP protocol ``mailwarden serve`` runs (uvicorn's httptools protocol with the
+listener's bounds, :mod:`mailwarden.server.protocol`) over an in-memory transport on a uvloop
+event loop: raw request bytes in, response bytes out, no sockets, no other process.
+Each round sends N requests on one keep-alive connection, rotating
 through the benchmark's known users (``bench/autoconfig_data.py``: embedded directory, logins
 differ from the addresses, the directory cache in front as configured); the CPU time of the
 round (``time.process_time``) divided by N is one sample, the median of the rounds the figure.
 The same run measures the do-nothing app of ``bench/static_asgi.py`` answering the same bytes
-under the same protocol, so the ratio of the two is what our application adds to uvicorn, and
-is robust against other load on the machine (CPU time, not wall time).
+under bare uvicorn's protocol, so the ratio of the two is what our application and our
+listener's bounds add to uvicorn, and is robust against other load on the machine (CPU time,
+not wall time).
 
 ``--asgi`` also measures the bare applications called directly (no HTTP parsing): the share
 of the request that is ours alone.
@@ -112,26 +114,36 @@ class MemoryTransport(asyncio.Transport):
 
 
 class Connection:
-    """One keep-alive connection into uvicorn's httptools protocol."""
+    """One keep-alive connection into an HTTP protocol: by default the one ``mailwarden serve``
+    runs (uvicorn's httptools protocol with our bounds, :mod:`mailwarden.server.protocol`);
+    ``bare=True``: uvicorn's own, as a plain ``uvicorn`` serves the peer app."""
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: App, *, bare: bool = False) -> None:
         from uvicorn.config import Config
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
         from uvicorn.server import ServerState
 
-        config = Config(
-            app=app,
-            http="httptools",
-            lifespan="off",
-            access_log=False,
-            server_header=False,
-            proxy_headers=False,
-            log_level="warning",
-            timeout_keep_alive=3600,  # two connections take turns: neither may time out
+        from mailwarden.server.protocol import HttpLimits, LimitedConfig, LimitedHttpProtocol
+
+        options: dict[str, Any] = {
+            "app": app,
+            "lifespan": "off",
+            "access_log": False,
+            "server_header": False,
+            "proxy_headers": False,
+            "log_level": "warning",
+        }
+        # two connections take turns: neither may time out
+        limits = HttpLimits(header_timeout=3600, body_timeout=3600, idle_timeout=3600)
+        config = (
+            Config(http="httptools", timeout_keep_alive=3600, **options)
+            if bare
+            else LimitedConfig(limits=limits, **options)
         )
         config.load()
         self.state = ServerState()
-        self.protocol = HttpToolsProtocol(config, self.state, {})
+        protocol = HttpToolsProtocol if bare else LimitedHttpProtocol
+        self.protocol = protocol(config, self.state, {})
         self.transport = MemoryTransport()
         self.protocol.connection_made(self.transport)
         self._done: asyncio.Future[None] | None = None
@@ -261,7 +273,7 @@ async def fill_static(ours: App, workdir: Path, first: str) -> App:
 async def run(args: argparse.Namespace, workdir: Path) -> int:
     ours, _unused, addresses = build(workdir, args.users)
     static = await fill_static(ours, workdir, addresses[0])
-    ours_conn, static_conn = Connection(ours), Connection(static)
+    ours_conn, static_conn = Connection(ours), Connection(static, bare=True)
     for endpoint in ENDPOINTS:  # right answers first: a fast wrong answer measures nothing
         status, body = response_body(
             await ours_conn.request(request_bytes(endpoint, addresses[-1]))
@@ -308,8 +320,10 @@ async def run(args: argparse.Namespace, workdir: Path) -> int:
 
 
 def _conditions(args: argparse.Namespace) -> str:
-    return f"{args.users} users in rotation, uvicorn httptools protocol in-process" + (
-        ", Prometheus multiprocess mode" if args.workers_mode else ""
+    return (
+        f"{args.users} users in rotation, in-process: ours under the bounded httptools "
+        "protocol, static under bare uvicorn"
+        + (", Prometheus multiprocess mode" if args.workers_mode else "")
     )
 
 

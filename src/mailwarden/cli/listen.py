@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import errno
 import socket
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mailwarden.errors import MailwardenError
+
+if TYPE_CHECKING:
+    from mailwarden.server.protocol import HttpLimits
 
 BACKLOG = 2048
 """uvicorn's default; the kernel queues connections while the workers start."""
@@ -55,18 +58,30 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def run_uvicorn(sock: socket.socket, *, workers: int, **options: Any) -> int:
+def run_uvicorn(
+    sock: socket.socket, *, workers: int, limits: HttpLimits | None = None, **options: Any
+) -> int:
     """uvicorn serving ``options`` (``uvicorn.Config`` keywords) on ``sock``; the exit status.
 
-    ``2`` when the single worker did not start (the application's start-up failed; uvicorn
-    has logged why), as every command's "could not run" status.
+    Connections are bounded by ``limits`` (:mod:`mailwarden.server.protocol`: head size,
+    header, body and idle timeouts, connections per worker). ``2`` when the single worker did
+    not start (the application's start-up failed; uvicorn has logged why), as every command's
+    "could not run" status.
     """
     import uvicorn
 
+    from mailwarden.guard.listen import raise_fd_limit
+    from mailwarden.server.protocol import HttpLimits, LimitedConfig
     from mailwarden.server.supervisor import ReloadingMultiprocess
 
+    limits = limits or HttpLimits()
+    # Every connection is a file descriptor; refused ones linger for a moment, and a worker
+    # has its own files (metrics, the directory, the site snapshot) besides.
+    raise_fd_limit(2 * limits.max_connections + 256)
     host, port = sock.getsockname()[:2]
-    config = uvicorn.Config(host=str(host), port=int(port), workers=workers, **options)
+    config = LimitedConfig(
+        limits=limits, host=str(host), port=int(port), workers=workers, **options
+    )
     server = uvicorn.Server(config)
     try:
         if workers > 1:

@@ -135,9 +135,12 @@ def run(args: argparse.Namespace) -> int:
     if note:
         console.print(f"[cyan]note:[/] {escape(note)}", soft_wrap=True)
     trusted = ",".join(site.server.trusted_proxies)  # [] in the site file: trust nobody
+    from mailwarden.server.protocol import HttpLimits  # imports uvicorn: only when serving
+
     return run_uvicorn(
         sock,
         workers=args.workers,
+        limits=HttpLimits.from_settings(site.server),
         app="mailwarden.server.asgi:create_app",
         factory=True,
         access_log=False,

@@ -220,6 +220,30 @@ class ServerSettings(_Model):
     )
     """Clients never limited: by default this machine itself (monitoring, local tests). Behind
     a reverse proxy, clients are the addresses it names in ``X-Forwarded-For``."""
+    max_request_line_bytes: int = Field(default=8192, ge=1024, le=65536)
+    """Longest request line (method, URL, version); longer: 414. Apache's and nginx's 8 KiB."""
+    max_header_bytes: int = Field(default=16384, ge=4096, le=1_048_576)
+    """Longest request head (request line and every header); longer: 431 and close."""
+    header_timeout: float = Field(default=10.0, gt=0, le=600)
+    """Seconds from a head's first byte (a connection's opening) until it must be complete."""
+    body_timeout: float = Field(default=20.0, gt=0, le=600)
+    """Seconds from the head until the body must be complete; also how long an unread
+    answer may wait for the client."""
+    idle_timeout: float = Field(default=10.0, gt=0, le=3600)
+    """Seconds a keep-alive connection may idle between requests."""
+    max_connections: int = Field(default=1000, ge=1, le=1_000_000)
+    """Connections each worker process holds at once; one more is answered 503."""
+
+    @model_validator(mode="after")
+    def _line_within_head(self) -> ServerSettings:
+        if self.max_request_line_bytes > self.max_header_bytes:
+            raise KeyedValueError(
+                f"max_request_line_bytes ({self.max_request_line_bytes}) cannot exceed "
+                f"max_header_bytes ({self.max_header_bytes}): the request line is part of the head",
+                ("max_request_line_bytes",),
+                self.max_request_line_bytes,
+            )
+        return self
 
 
 class ProfileSettings(_Model):
