@@ -83,7 +83,7 @@ def test_unknown_key_names_line_key_and_value() -> None:
 def test_unknown_top_level_section() -> None:
     message = load_error(BASE + "[sever]\nmax_body_bytes = 1\n")
     assert message.startswith(f"site.toml:{DOMAIN_LINE + 2}: sever: unknown key 'sever'; ")
-    assert "expected one of: audit, directory, domains, " in message
+    assert "expected one of: audit, console, directory, domains, " in message
     assert ", server, services" in message
 
 

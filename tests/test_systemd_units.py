@@ -7,7 +7,8 @@ rendered with this checkout's ``mailwarden`` into a temporary folder first.
 
 ``MemoryDenyWriteExecute=yes`` is a seccomp filter that systemd installs before it runs the
 command. The tests install the same filter (the rules of systemd 252's
-``seccomp_memory_deny_write_execute``) in front of the real server and guard and use them, and
+``seccomp_memory_deny_write_execute``) in front of the real server, guard and console and use
+them, and
 show that the audit cannot run under it: that is why its unit leaves the setting out.
 """
 
@@ -35,8 +36,13 @@ from tests.fixtures.paths import EXAMPLES
 
 UNITS = EXAMPLES.parent / "packaging" / "systemd"
 INSTALLED = "/opt/mailwarden/.venv/bin/mailwarden"
-SERVICES = ("mailwarden.service", "mailwarden-guard.service", "mailwarden-audit.service")
-LONG_RUNNING = ("mailwarden.service", "mailwarden-guard.service")
+SERVICES = (
+    "mailwarden.service",
+    "mailwarden-guard.service",
+    "mailwarden-audit.service",
+    "mailwarden-console.service",
+)
+LONG_RUNNING = ("mailwarden.service", "mailwarden-guard.service", "mailwarden-console.service")
 ALL_UNITS = (*SERVICES, "mailwarden-audit.timer")
 
 
@@ -186,6 +192,30 @@ def test_timer_runs_the_audit_hourly() -> None:
     assert _one(s, "Persistent") == "true"
     assert _one(s, "WantedBy") == "timers.target"
     assert "Unit" not in s  # mailwarden-audit.service, by name
+
+
+def test_console_listens_on_loopback_only() -> None:
+    """The console is for staff behind a TLS proxy: its unit must not listen on a public
+    address, whatever [console] listen says (--listen wins)."""
+    argv = shlex.split(_one(_settings("mailwarden-console.service"), "ExecStart"))
+    assert argv[1] == "console"
+    host = argv[argv.index("--listen") + 1].rsplit(":", 1)[0]
+    assert host in ("127.0.0.1", "[::1]")
+    from mailwarden.console.config import ConsoleConfig
+
+    assert ConsoleConfig().listen.startswith("127.0.0.1:")  # and without --listen too
+
+
+def test_audit_keeps_its_runs_where_the_console_reads_them() -> None:
+    """--save-dir is inside the audit unit's StateDirectory, and the console's default
+    [console] audit_dir is that folder: installed as packaged, the audit page just works."""
+    argv = shlex.split(_one(_settings("mailwarden-audit.service"), "ExecStart"))
+    folder = Path(argv[argv.index("--save-dir") + 1])
+    state = Path("/var/lib") / _one(_settings("mailwarden-audit.service"), "StateDirectory")
+    assert folder.parent == state
+    from mailwarden.console.config import ConsoleConfig
+
+    assert ConsoleConfig().audit_dir == folder
 
 
 def test_sysusers_creates_the_units_user(tmp_path: Path) -> None:
@@ -402,6 +432,26 @@ def test_guard_decides_under_memory_deny_write_execute(tmp_path: Path) -> None:
         finally:
             client.close()
     assert (tmp_path / "guard.sqlite").is_file()
+
+
+@needs_x86_64
+@pytest.mark.slow
+def test_console_serves_under_memory_deny_write_execute(tmp_path: Path) -> None:
+    """An argon2id login, the overview (SQLite store, directory), an account and the audit."""
+    from tests.console.helpers import ConsoleClient, add_user, console_site
+
+    site = console_site(tmp_path, '[console]\nauth = "local"\nusers_file = "users.txt"\n')
+    add_user(site, "ada", "admin", "admin-password-123")
+    port = free_port()
+    argv = _under_mdwe(
+        *("-m", "mailwarden", "console", "--config", str(site)),
+        *("--listen", f"127.0.0.1:{port}"),
+    )
+    with _running(argv, port, tmp_path / "console.log"):
+        client = ConsoleClient(f"http://127.0.0.1:{port}")
+        assert client.login("ada", "admin-password-123").status_code == 303
+        for path in ("/", "/account?q=jdoe%40example.edu", "/audit", "/config"):
+            assert client.get(path).status_code == 200, path
 
 
 @needs_x86_64

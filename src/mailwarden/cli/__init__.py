@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "directory": "directory_cmd",
     "import-ispdb": "ispdb_cmd",
     "guard": "guard_cmd",
+    "console": "console_cmd",
     "lint": "lint_cmd",
     "dns": "dns_cmd",
     "probe": "probe_cmd",

@@ -10,11 +10,16 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
+from mailwarden.audit.report.saved import DEFAULT_KEEP, MAX_KEEP
 from mailwarden.cli.common import add_config_option, console, err_console, formatter
 from mailwarden.errors import InputError
+
+if TYPE_CHECKING:
+    from mailwarden.audit.model import AuditReport
 
 HELP = """\
 Audit every endpoint the site depends on: each IMAP/POP3/SMTP server of the site file, the
@@ -51,6 +56,7 @@ Examples:
   mailwarden audit -c site.toml --only spf,dkim,dmarc,dnsbl --resolver 127.0.0.1
   mailwarden audit -c site.toml --format html --output /var/www/audit/index.html
   mailwarden audit -c site.toml --format json --prometheus /var/lib/node_exporter/mailwarden.prom
+  mailwarden audit -c site.toml --format nagios --save-dir /var/lib/mailwarden/audit --keep 200
 
 Exit status (the monitoring-plugin convention): 0 all good (or only notes), 1 warnings,
 2 critical findings or unusable input, 3 unknown (something could not be checked).
@@ -90,6 +96,23 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="FILE",
         type=Path,
         help="also write metrics for node_exporter's textfile collector to FILE",
+    )
+    parser.add_argument(
+        "--save-dir",
+        metavar="DIR",
+        type=Path,
+        help="also keep this run in DIR: its JSON and HTML report under a name made of its "
+        "start time (audit-20260105T060000Z.json/.html), latest.json and latest.html "
+        "pointing at them, the oldest runs beyond --keep deleted; the operator console reads "
+        "this folder ([console] audit_dir)",
+    )
+    parser.add_argument(
+        "--keep",
+        metavar="N",
+        type=int,
+        default=DEFAULT_KEEP,
+        help="runs kept in --save-dir, the oldest deleted (default: %(default)s, "
+        "8 days of hourly runs)",
     )
     parser.add_argument(
         "--ca-file",
@@ -162,12 +185,28 @@ def _progress_bar(
         yield (lambda: bar.advance(task)), (lambda count: bar.update(task, total=count))
 
 
+def _json_text(report: AuditReport) -> str:
+    from mailwarden.audit.report.json import to_json
+
+    return json.dumps(to_json(report), indent=2, ensure_ascii=False) + "\n"
+
+
+def _save(folder: Path, report: AuditReport, keep: int) -> None:
+    """The run's JSON and HTML report into ``--save-dir``, from this run's one result."""
+    from mailwarden.audit.report.html import render_html
+    from mailwarden.audit.report.saved import save_run
+
+    save_run(folder, report.started, _json_text(report), render_html(report), keep)
+
+
 def run(args: argparse.Namespace) -> int:
     from mailwarden.audit.runner import AuditOptions, check_names, run_audit
     from mailwarden.discovery.resolver import Resolver, parse_nameserver
     from mailwarden.site import load_site
 
     site = load_site(args.config)
+    if not 1 <= args.keep <= MAX_KEEP:
+        raise InputError(f"--keep {args.keep}: give a number of runs between 1 and {MAX_KEEP}")
     if args.ca_file is not None and not args.ca_file.is_file():
         raise InputError(f"--ca-file {args.ca_file}: no such file")
     options = AuditOptions.from_site(
@@ -197,11 +236,11 @@ def run(args: argparse.Namespace) -> int:
         from mailwarden.audit.report.prometheus import render_prometheus
 
         _write(args.prometheus, render_prometheus(report))
+    if args.save_dir is not None:
+        _save(args.save_dir, report, args.keep)
     status = report.exit_status
     if args.format == "json":
-        from mailwarden.audit.report.json import to_json
-
-        text = json.dumps(to_json(report), indent=2, ensure_ascii=False) + "\n"
+        text = _json_text(report)
     elif args.format == "html":
         from mailwarden.audit.report.html import render_html
 

@@ -319,18 +319,20 @@ def run_release(args: argparse.Namespace) -> int:
 
 
 def run_unlock(args: argparse.Namespace) -> int:
+    from mailwarden.guard.actions import Actor, Alerter, unlock_account
+
     config, _, _ = _config(args)
+    locker = Locker(config.lock)  # before the store: a lock action that cannot run changes nothing
 
     async def job(store: Store) -> int:
-        found = await store.unlock(args.user)
-        result = await Locker(config.lock).set(args.user, locked=False, reason="unlocked")
-        await store.add_event(Event(args.user, time.time(), "unlock", "unlocked by an admin"))
+        done = await unlock_account(store, locker, Alerter(config.alerts), args.user, Actor())
+        result = done.action
         if not result.ok:
             raise MailwardenError(
                 f"{args.user}: unlocked in the guard, but the lock action failed: {result.detail}",
                 code="GUARD-UNLOCK-ACTION",
             )
-        state = "unlocked" if found else "was not locked; lock cleared anyway"
+        state = "unlocked" if done.found else "was not locked; lock cleared anyway"
         console.print(f"[green]✓[/] {args.user} {state} ({result.detail})")
         return 0
 
@@ -338,13 +340,14 @@ def run_unlock(args: argparse.Namespace) -> int:
 
 
 def run_lock(args: argparse.Namespace) -> int:
+    from mailwarden.guard.actions import Actor, Alerter, lock_account
+
     config, _, _ = _config(args)
+    locker = Locker(config.lock)  # before the store: a lock action that cannot run changes nothing
 
     async def job(store: Store) -> int:
-        now = time.time()
-        await store.lock(args.user, args.reason, now, by="admin")
-        await store.add_event(Event(args.user, now, "lock", args.reason, {"by": "admin"}))
-        result = await Locker(config.lock).set(args.user, locked=True, reason=args.reason)
+        alerter = Alerter(config.alerts)
+        result = await lock_account(store, locker, alerter, args.user, args.reason, Actor())
         mark = "[green]✓[/]" if result.ok else "[yellow]![/]"
         console.print(f"{mark} {args.user} locked ({result.detail})")
         return 0 if result.ok else 2

@@ -29,7 +29,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from mailwarden.address import Address
-from mailwarden.directory.base import Account, Directory
+from mailwarden.directory.base import Account, Directory, LoginEntry
+from mailwarden.directory.base import by_login as _by_login
 from mailwarden.directory.config import CacheConfig
 from mailwarden.errors import DirectoryError
 
@@ -184,6 +185,12 @@ class CachedDirectory:
         self._entries.move_to_end(key)
         while len(self._entries) > limit:
             self._entries.popitem(last=False)
+
+    async def by_login(self, login: str) -> list[LoginEntry]:
+        """Straight to the backend, uncached: the console's rare search, where a stale
+        answer would only mislead (:class:`~mailwarden.directory.base.NoLoginSearch` when the
+        backend cannot)."""
+        return await _by_login(self.backend, login)
 
     async def close(self) -> None:
         for task in list(self._flights.values()):

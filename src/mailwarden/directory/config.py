@@ -157,6 +157,10 @@ class SqlConfig(_CommonConfig, _SecretSource):
     query: str = Field(min_length=1, max_length=4096)
     """SELECT returning the columns ``login`` and optionally ``display_name`` and ``enabled``;
     ``:address``, ``:localpart`` and ``:domain`` are bound parameters."""
+    login_query: str | None = Field(default=None, min_length=1, max_length=4096)
+    """Optional SELECT for the reverse look-up (the operator console's search by user name):
+    the accounts whose login is the bound parameter ``:login``, with the columns ``address``
+    and ``login`` and optionally ``display_name`` and ``enabled``. Unset: no search by login."""
     timeout: float = Field(default=2.0, gt=0, le=60)
     pool_size: int = Field(default=8, ge=1, le=256)
     _path_keys: ClassVar[tuple[str, ...]] = ("password_file",)
@@ -171,6 +175,17 @@ class SqlConfig(_CommonConfig, _SecretSource):
             )
         if not self.query.lstrip().lower().startswith(("select", "with")):
             raise KeyedValueError("the query must be a SELECT", ("query",), self.query)
+        if self.login_query is not None:
+            if ":login" not in self.login_query:
+                raise KeyedValueError(
+                    "login_query must use the bound parameter :login",
+                    ("login_query",),
+                    self.login_query,
+                )
+            if not self.login_query.lstrip().lower().startswith(("select", "with")):
+                raise KeyedValueError(
+                    "login_query must be a SELECT", ("login_query",), self.login_query
+                )
         if "+" not in self.url.split("://", 1)[0]:
             raise KeyedValueError(
                 "name an async driver in the URL scheme, e.g. postgresql+asyncpg:// or "

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mailwarden.address import Address, AddressError, parse_address
-from mailwarden.directory.base import Account
+from mailwarden.directory.base import MAX_BY_LOGIN, Account, LoginEntry
 from mailwarden.errors import DirectoryError, InputError
 
 SCHEMA = """
@@ -41,6 +41,14 @@ _LOOKUP = (
     "SELECT a.address, a.login, a.display_name, a.enabled FROM addresses x "
     "JOIN accounts a ON a.id = x.account_id WHERE x.address = ?"
 )
+# Logins compare as IMAP servers usually do, ignoring ASCII case ("JDoe" finds "jdoe"). No
+# index: a helpdesk search scans the table (milliseconds for 100 000 accounts), and the
+# autoconfig server's schema stays as it is.
+_BY_LOGIN = (
+    "SELECT address, login, display_name, enabled, id FROM accounts "
+    "WHERE login = ? COLLATE NOCASE ORDER BY address LIMIT ?"
+)
+_ALIASES = "SELECT address FROM addresses WHERE account_id = ? AND address != ? ORDER BY address"
 
 MAX_CSV_BYTES = 64 * 1024 * 1024
 MAX_FIELD = 256
@@ -93,6 +101,21 @@ class EmbeddedDirectory:
         except sqlite3.Error as exc:
             raise DirectoryError(f"{self.path}: lookup failed: {exc}") from None
         return _row_to_account(row) if row else None
+
+    async def by_login(self, login: str) -> list[LoginEntry]:
+        """The accounts whose login is ``login`` (ASCII case ignored), with their aliases."""
+        try:
+            conn = self._connection()
+            rows = conn.execute(_BY_LOGIN, (login, MAX_BY_LOGIN)).fetchall()
+            return [
+                LoginEntry(
+                    _row_to_account(row[:4]),
+                    tuple(a for (a,) in conn.execute(_ALIASES, (row[4], row[0]))),
+                )
+                for row in rows
+            ]
+        except sqlite3.Error as exc:
+            raise DirectoryError(f"{self.path}: search by login failed: {exc}") from None
 
     async def close(self) -> None:
         if self._conn is not None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import socket
 import time
 from dataclasses import dataclass
@@ -33,9 +34,9 @@ import bonsai.errors
 from bonsai.asyncio import AIOLDAPConnection
 
 from mailwarden.address import MAX_ADDRESS, Address
-from mailwarden.directory.base import Account
+from mailwarden.directory.base import MAX_BY_LOGIN, Account, LoginEntry
 from mailwarden.directory.config import LdapConfig
-from mailwarden.directory.filter import FilterError, render_filter
+from mailwarden.directory.filter import FilterError, escape_value, render_filter
 from mailwarden.errors import DirectoryError
 
 log = logging.getLogger("mailwarden.directory.ldap")
@@ -146,6 +147,45 @@ def _first(entry: bonsai.LDAPEntry, attribute: str | None) -> str | None:
     return text[:MAX_VALUE]
 
 
+_ADDRESS_ASSERTION = re.compile(r"\(([A-Za-z][A-Za-z0-9-]{0,63})=([^(){}*=\\]{0,32})\{address\}\)")
+
+
+def address_attributes(template: str) -> tuple[tuple[str, str], ...]:
+    """The attributes the filter compares with the whole address, in order, each with the
+    prefix its values carry: where an entry's addresses are (``mail`` and
+    ``mailAlternateAddress`` for the default filter; ``proxyAddresses`` with ``smtp:`` for
+    Active Directory). A filter on ``{localpart}`` alone names none; then ``mail`` is read."""
+    found = dict.fromkeys((m.group(1), m.group(2)) for m in _ADDRESS_ASSERTION.finditer(template))
+    return tuple(found) or (("mail", ""),)
+
+
+def login_filter(config: LdapConfig, login: str) -> str:
+    """``(&(uid=LOGIN)(|(mail=*)(…=*)))``: the login escaped (RFC 4515), and only entries
+    with an address (a group or a machine with the same uid is not an account)."""
+    names = dict.fromkeys(name for name, _ in address_attributes(config.filter))
+    present = "".join(f"({name}=*)" for name in names)
+    has_address = present if len(names) == 1 else f"(|{present})"
+    return f"(&({config.attributes.login}={escape_value(login)}){has_address})"
+
+
+def _addresses(entry: bonsai.LDAPEntry, attributes: tuple[tuple[str, str], ...]) -> list[str]:
+    """Pure: the entry's addresses, lower-cased, in the order of ``attributes``; a value
+    without the attribute's prefix (an ``X400:`` proxy address) is not one."""
+    found: list[str] = []
+    for attribute, prefix in attributes:
+        for value in entry.get(attribute) or []:
+            raw = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+            text = raw.strip()[:MAX_VALUE]
+            if prefix:
+                if not text.lower().startswith(prefix.lower()):
+                    continue
+                text = text[len(prefix) :]
+            text = text.lower()
+            if "@" in text and text not in found:
+                found.append(text)
+    return found
+
+
 def _reachable(url: str, timeout: float) -> bool:
     """Whether a plain TCP connection to ``url``'s host and port succeeds."""
     parts = urlsplit(url)
@@ -172,6 +212,7 @@ class LdapDirectory:
         self._attrlist = [a for a in (attrs.login, attrs.display_name, attrs.enabled) if a]
         self._enabled_values = {v.casefold() for v in attrs.enabled_values}
         self._scope = _SCOPES.get(config.scope, bonsai.LDAPSearchScope.SUBTREE)
+        self._address_attributes = address_attributes(config.filter)
 
     def __repr__(self) -> str:  # never show the password
         return f"LdapDirectory(servers={self.config.servers!r})"
@@ -224,34 +265,32 @@ class LdapDirectory:
             raise last
         raise LdapUnreachable("no LDAP server answered: " + "; ".join(errors))
 
-    async def _search(self, conn: _Conn, text: str) -> list[bonsai.LDAPEntry]:
+    async def _search(
+        self, conn: _Conn, text: str, attrlist: list[str], limit: int
+    ) -> list[bonsai.LDAPEntry]:
         result = await conn.conn.search(
             self.config.base_dn,
             self._scope,
             text,
-            attrlist=self._attrlist,
+            attrlist=attrlist,
             timeout=self.config.timeout,
-            sizelimit=2,
+            sizelimit=limit,
         )
         return list(result)
 
-    async def search(self, address: Address) -> tuple[list[bonsai.LDAPEntry] | None, LookupTrace]:
-        """The entries matching ``address`` (None: more than one) and how they were found."""
-        if len(address.key.encode("utf-8")) > MAX_ADDRESS:  # no such mailbox can exist
-            return [], LookupTrace("-", 0.0, "", 0)
-        try:
-            text = render_filter(self.config.filter, address)
-        except FilterError as exc:
-            raise LdapFilterError(str(exc)) from None
-        started = time.perf_counter()
-        entries: list[bonsai.LDAPEntry] | None
+    async def _run(
+        self, text: str, attrlist: list[str], limit: int
+    ) -> tuple[list[bonsai.LDAPEntry] | None, str]:
+        """The entries ``text`` finds (None: more than ``limit``) and the server that answered,
+        on a pooled connection; a pooled connection that broke is retried once on a new one."""
         self._bind_to_loop()
         async with self._slots:
             pooled = bool(self._idle)
             conn = self._idle.pop() if pooled else await self._connect()
+            entries: list[bonsai.LDAPEntry] | None
             try:
                 try:
-                    entries = await self._search(conn, text)
+                    entries = await self._search(conn, text, attrlist, limit)
                 except (bonsai.errors.ConnectionError, bonsai.errors.ClosedConnection):
                     if not pooled:
                         raise
@@ -259,9 +298,9 @@ class LdapDirectory:
                     conn.conn.close()
                     self._close_idle()
                     conn = await self._connect()
-                    entries = await self._search(conn, text)
+                    entries = await self._search(conn, text, attrlist, limit)
             except bonsai.errors.SizeLimitError:
-                entries = None  # more than one entry matches
+                entries = None  # more entries match than asked for
             except DirectoryError:
                 raise
             except (TimeoutError, bonsai.errors.TimeoutError):
@@ -280,9 +319,59 @@ class LdapDirectory:
                 conn.conn.close()
                 raise
             self._idle.append(conn)
+        return entries, conn.server
+
+    async def search(self, address: Address) -> tuple[list[bonsai.LDAPEntry] | None, LookupTrace]:
+        """The entries matching ``address`` (None: more than one) and how they were found."""
+        if len(address.key.encode("utf-8")) > MAX_ADDRESS:  # no such mailbox can exist
+            return [], LookupTrace("-", 0.0, "", 0)
+        try:
+            text = render_filter(self.config.filter, address)
+        except FilterError as exc:
+            raise LdapFilterError(str(exc)) from None
+        started = time.perf_counter()
+        entries, server = await self._run(text, self._attrlist, 2)
         matches = 2 if entries is None else len(entries)
-        trace = LookupTrace(conn.server, time.perf_counter() - started, text, matches)
+        trace = LookupTrace(server, time.perf_counter() - started, text, matches)
         return entries, trace
+
+    async def by_login(self, login: str) -> list[LoginEntry]:
+        """The entries whose login attribute is ``login`` (RFC 4515-escaped: an equality
+        match, never a wildcard) and that have an address, with their other addresses."""
+        if not login or len(login.encode("utf-8")) > MAX_VALUE:
+            return []
+        text = login_filter(self.config, login)
+        attrlist = list(dict.fromkeys([*self._attrlist, *(a for a, _ in self._address_attributes)]))
+        entries, _ = await self._run(text, attrlist, MAX_BY_LOGIN)
+        if entries is None:
+            raise DirectoryError(
+                f"more than {MAX_BY_LOGIN} LDAP entries have {self.config.attributes.login}="
+                f"{login[:64]!r}; search by address instead"
+            )
+        found = [e for e in (self._login_entry(entry) for entry in entries) if e is not None]
+        return sorted(found, key=lambda e: e.account.address)
+
+    def _login_entry(self, entry: bonsai.LDAPEntry) -> LoginEntry | None:
+        """Pure: an entry as an account; its first address attribute's first value is the
+        primary address, every other value of those attributes an alias."""
+        addresses = _addresses(entry, self._address_attributes)
+        login = _first(entry, self.config.attributes.login)
+        if not addresses or not login:
+            return None
+        account = Account(
+            address=addresses[0],
+            login=login,
+            display_name=_first(entry, self.config.attributes.display_name),
+            enabled=self._enabled(entry),
+        )
+        return LoginEntry(account, tuple(addresses[1:]))
+
+    def _enabled(self, entry: bonsai.LDAPEntry) -> bool:
+        attrs = self.config.attributes
+        if attrs.enabled is None:
+            return True
+        flag = _first(entry, attrs.enabled)
+        return flag is None or flag.casefold() in self._enabled_values
 
     def account(self, address: Address, entries: list[bonsai.LDAPEntry] | None) -> Account | None:
         """Pure: the account for ``entries`` (exactly one match), else None."""
@@ -299,15 +388,11 @@ class LdapDirectory:
         if not login:
             log.warning("LDAP entry %s has no %s: treated as unknown", entry.dn, attrs.login)
             return None
-        enabled = True
-        if attrs.enabled is not None:
-            flag = _first(entry, attrs.enabled)
-            enabled = flag is None or flag.casefold() in self._enabled_values
         return Account(
             address=address.key,
             login=login,
             display_name=_first(entry, attrs.display_name),
-            enabled=enabled,
+            enabled=self._enabled(entry),
         )
 
     async def lookup(self, address: Address) -> Account | None:

@@ -5,6 +5,9 @@ The operator's query runs with the address as a bound parameter (``:address``, p
 what the query does. The query returns a ``login`` column and optionally ``display_name`` and
 ``enabled``; more than one row counts as unknown (and is logged), like in LDAP.
 
+The optional ``login_query`` is the reverse look-up (login → accounts) for the operator
+console, ``:login`` bound the same way; without it :meth:`SqlDirectory.by_login` says so.
+
 Connections come from SQLAlchemy's pool (``pool_pre_ping`` drops connections that died with a
 database restart), and every query runs under ``timeout``.
 """
@@ -21,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.sql.elements import TextClause
 
 from mailwarden.address import Address
-from mailwarden.directory.base import Account
+from mailwarden.directory.base import MAX_BY_LOGIN, Account, LoginEntry, NoLoginSearch
 from mailwarden.directory.config import SqlConfig
 from mailwarden.errors import ConfigError, DirectoryError
 
@@ -75,6 +78,7 @@ class SqlDirectory:
         self._password = password
         self._engine: AsyncEngine | None = None
         self._query: TextClause = text(config.query)
+        self._login_query = text(config.login_query) if config.login_query else None
 
     def __repr__(self) -> str:  # never show the password
         return f"SqlDirectory(url={self.config.url!r})"
@@ -94,11 +98,16 @@ class SqlDirectory:
             "domain": address.domain,
         }
         wanted = {k: v for k, v in params.items() if f":{k}" in self.config.query}
+        return await self._fetch(self._query, wanted, 2)
+
+    async def _fetch(
+        self, query: TextClause, params: dict[str, str], limit: int
+    ) -> list[dict[str, object]]:
         try:
             async with asyncio.timeout(self.config.timeout):
                 async with self._get_engine().connect() as conn:
-                    result = await conn.execute(self._query, wanted)
-                    return [dict(row._mapping) for row in result.fetchmany(2)]
+                    result = await conn.execute(query, params)
+                    return [dict(row._mapping) for row in result.fetchmany(limit)]
         except TimeoutError:
             raise DirectoryError(
                 f"SQL directory: no answer within {self.config.timeout} s"
@@ -133,6 +142,30 @@ class SqlDirectory:
 
     async def lookup(self, address: Address) -> Account | None:
         return self.account(address, await self.rows(address))
+
+    async def by_login(self, login: str) -> list[LoginEntry]:
+        """The rows of ``login_query`` for ``login`` (aliases are not listed)."""
+        if self._login_query is None:
+            raise NoLoginSearch(
+                "the SQL directory cannot search by login: set [directory] login_query "
+                "(docs/directories.md)"
+            )
+        rows = await self._fetch(self._login_query, {"login": login}, MAX_BY_LOGIN)
+        if rows and "address" not in rows[0]:
+            raise DirectoryError("SQL directory: login_query returns no column named 'address'")
+        found = [
+            LoginEntry(
+                Account(
+                    address=str(_clip(row["address"])),
+                    login=_clip(row.get("login")) or login,
+                    display_name=_clip(row.get("display_name")),
+                    enabled=_flag(row.get("enabled")),
+                )
+            )
+            for row in rows
+            if row.get("address")
+        ]
+        return sorted(found, key=lambda e: e.account.address)
 
     async def close(self) -> None:
         if self._engine is not None:

@@ -137,6 +137,104 @@ class Locker:
         return ActionResult(True, f"LDAP: {dn} {c.attribute}={value}")
 
 
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who asked for an admin action (lock, unlock, release), for the history, the log and
+    the alert. The command line is ``Actor()``: "an admin" on a root shell of the MTA."""
+
+    name: str = "admin"
+    via: str = "cli"
+    """``cli`` or ``console``."""
+    client: str = ""
+    """The address the console request came from."""
+
+    @property
+    def shown(self) -> str:
+        """``an admin`` (command line), ``alice (console, from 192.0.2.7)``."""
+        if self.via == "cli":
+            return "an admin" if self.name == "admin" else self.name
+        where = f", from {self.client}" if self.client else ""
+        return f"{self.name} ({self.via}{where})"
+
+    def origin(self) -> dict[str, str]:
+        """History detail that says who and from where (nothing for the command line, whose
+        entries have always been plain)."""
+        if self.via == "cli":
+            return {}
+        return {"by": self.name, "via": self.via, "client": self.client}
+
+
+@dataclass(frozen=True, slots=True)
+class Unlocked:
+    """What an unlock did: whether the guard had the account locked, and the lock action."""
+
+    found: bool
+    action: ActionResult
+
+
+async def unlock_account(
+    store: Store,
+    locker: Locker,
+    alerter: Alerter,
+    user: str,
+    actor: Actor,
+    *,
+    now: float | None = None,
+) -> Unlocked:
+    """Let ``user`` send again: clear the guard's lock, undo the lock action (LDAP attribute
+    or command hook), note it in the history and tell the admins. The one unlock the command
+    line and the console share; build ``locker`` first, so that a lock action that cannot
+    run (LDAP without its client) refuses before the store changes."""
+    found = await store.unlock(user)
+    result = await locker.set(user, locked=False, reason="unlocked")
+    when = time.time() if now is None else now
+    reason = f"unlocked by {actor.shown}"
+    await store.add_event(Event(user, when, "unlock", reason, actor.origin()))
+    record: dict[str, object] = {
+        "event": "unlock",
+        "user": user,
+        "by": actor.name,
+        "via": actor.via,
+        "client": actor.client,
+        "was_locked": found,
+        "lock_action": result.detail,
+        "lock_ok": result.ok,
+    }
+    log.info(json.dumps(record, ensure_ascii=False))
+    await alerter.send(f"mailwarden guard: account {user} {reason}", record)
+    return Unlocked(found, result)
+
+
+async def lock_account(
+    store: Store,
+    locker: Locker,
+    alerter: Alerter,
+    user: str,
+    reason: str,
+    actor: Actor,
+    *,
+    now: float | None = None,
+) -> ActionResult:
+    """Lock ``user`` by hand: the guard's lock, the history, the lock action, an alert."""
+    when = time.time() if now is None else now
+    await store.lock(user, reason, when, by=actor.name)
+    await store.add_event(Event(user, when, "lock", reason, {"by": actor.name, **actor.origin()}))
+    result = await locker.set(user, locked=True, reason=reason)
+    record: dict[str, object] = {
+        "event": "lock",
+        "user": user,
+        "reason": reason,
+        "by": actor.name,
+        "via": actor.via,
+        "client": actor.client,
+        "lock_action": result.detail,
+        "lock_ok": result.ok,
+    }
+    log.info(json.dumps(record, ensure_ascii=False))
+    await alerter.send(f"mailwarden guard: account {user} locked by {actor.shown}", record)
+    return result
+
+
 RELEASE_TIMEOUT = 30.0
 
 
@@ -169,7 +267,12 @@ def release_commands(
 
 
 async def release(
-    store: Store, config: GuardConfig, key: str, *, now: float | None = None
+    store: Store,
+    config: GuardConfig,
+    key: str,
+    *,
+    now: float | None = None,
+    actor: Actor | None = None,
 ) -> list[Released]:
     """Release the held messages of queue ID or user ``key``: ``postsuper -H`` on the MTA
     holding each (here, or over ``remote_postsuper``), then ``postqueue -i`` so it leaves at
@@ -192,7 +295,16 @@ async def release(
         await store.drop_holds(hold.queue_id)
         where = f" on {hold.instance}" if hold.instance else ""
         when = time.time() if now is None else now
-        await store.add_event(Event(hold.user, when, "release", f"released {hold.queue_id}{where}"))
+        by = actor or Actor()
+        reason = f"released {hold.queue_id}{where}" + (f" by {by.shown}" if by.via != "cli" else "")
+        await store.add_event(Event(hold.user, when, "release", reason, by.origin()))
+        log.info(
+            json.dumps(
+                {"event": "release", "queue_id": hold.queue_id, "user": hold.user}
+                | {"by": by.name, "via": by.via, "client": by.client},
+                ensure_ascii=False,
+            )
+        )
         out.append(Released(hold, True, f"released {hold.queue_id} ({hold.user}){where}"))
     return out
 

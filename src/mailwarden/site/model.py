@@ -25,6 +25,7 @@ from pydantic import (
 from mailwarden.address import AddressError, normalise_domain
 from mailwarden.configmodel import FrozenModel as _Model
 from mailwarden.configmodel import KeyedValueError
+from mailwarden.console.config import ConsoleConfig
 from mailwarden.directory.config import DirectoryConfig, EmbeddedConfig
 from mailwarden.guard.config import GuardConfig
 
@@ -463,6 +464,7 @@ class Site(_Model):
     server: ServerSettings = Field(default_factory=ServerSettings)
     profiles: ProfileSettings = Field(default_factory=ProfileSettings)
     guard: GuardConfig | None = None
+    console: ConsoleConfig | None = None
     audit: AuditSettings = Field(default_factory=AuditSettings)
 
     _index: dict[str, DomainView] = PrivateAttr(default_factory=dict)

@@ -99,6 +99,11 @@ class MemoryStore:
     async def history(self, user: str, limit: int = 50) -> list[Event]:
         return list(self._history.get(user, ()))[-limit:]
 
+    async def events_since(self, since: float, limit: int = 10000) -> list[Event]:
+        """Every user's history entries from ``since`` on, oldest first, at most ``limit``."""
+        found = [e for events in self._history.values() for e in events if e.when >= since]
+        return sorted(found, key=lambda e: e.when)[-limit:]
+
     def forget_idle(self, now: float) -> list[str]:
         """Forget the users without mail for :data:`IDLE_DAYS` (locked ones are kept); return
         who was forgotten."""

@@ -204,6 +204,19 @@ class SqliteStore(MemoryStore):
             raise StoreError(f"{self.path}: {exc}") from None
         return [Event(u, t, a, r, json.loads(d)) for u, t, a, r, d in reversed(rows)]
 
+    async def events_since(self, since: float, limit: int = 10000) -> list[Event]:
+        """Every user's history entries from ``since`` on, oldest first, at most ``limit``
+        (the newest): the console's decisions-per-hour chart."""
+        try:
+            rows = self._db.execute(
+                "SELECT user, time, action, reason, detail FROM events WHERE time >= ? "
+                "ORDER BY id DESC LIMIT ?",
+                (since, limit),
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: {exc}") from None
+        return [Event(u, t, a, r, json.loads(d)) for u, t, a, r, d in reversed(rows)]
+
     # -- persistence of what the detector learned ----------------------------------------
 
     def checkpoint(self) -> int:
