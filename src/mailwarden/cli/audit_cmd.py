@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from mailwarden.audit.report.saved import DEFAULT_KEEP, MAX_KEEP
+from mailwarden.audit.report.saved import DEFAULT_KEEP, MAX_KEEP, write_atomically
 from mailwarden.cli.common import add_config_option, console, err_console, formatter
 from mailwarden.errors import InputError
 
@@ -151,17 +151,6 @@ def _seconds(value: float | None, option: str) -> float | None:
     return value
 
 
-def _write(path: Path, text: str) -> None:
-    """Whole or not at all: a monitoring system never reads half a report."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
-
-
 @contextlib.contextmanager
 def _progress_bar(
     show: bool,
@@ -235,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
     if args.prometheus is not None:
         from mailwarden.audit.report.prometheus import render_prometheus
 
-        _write(args.prometheus, render_prometheus(report))
+        write_atomically(args.prometheus, render_prometheus(report))
     if args.save_dir is not None:
         _save(args.save_dir, report, args.keep)
     status = report.exit_status
@@ -260,7 +249,7 @@ def run(args: argparse.Namespace) -> int:
         render_text(report, capture)
         text = capture.export_text()
     if args.output is not None:
-        _write(args.output, text)
+        write_atomically(args.output, text)
     else:
         sys.stdout.write(text)
     return status

@@ -45,9 +45,11 @@ from mailwarden.server.http import (
     Receive,
     Scope,
     Send,
+    StatusSend,
     header,
     query_params,
     read_body,
+    respond,
 )
 
 log = logging.getLogger("mailwarden.console")
@@ -65,27 +67,6 @@ _HEADERS = [
     (b"x-frame-options", b"DENY"),
     (b"cross-origin-opener-policy", b"same-origin"),
 ]
-
-
-async def respond(
-    send: Send,
-    status: int,
-    body: bytes,
-    content_type: bytes = b"text/plain; charset=utf-8",
-    extra_headers: list[tuple[bytes, bytes]] | None = None,
-    *,
-    head: bool = False,
-) -> None:
-    """One complete response, never cached (every page shows live state)."""
-    headers = [
-        (b"content-type", content_type),
-        (b"content-length", str(len(body)).encode("ascii")),
-        (b"x-content-type-options", b"nosniff"),
-        (b"cache-control", b"no-store"),
-        *(extra_headers or []),
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": b"" if head else body})
 
 
 class Forbidden(Exception):
@@ -287,7 +268,7 @@ class ConsoleApp:
             (b"content-language", request.lang.encode("ascii")),
             *((b"set-cookie", c) for c in request.set_cookies),
         ]
-        await respond(send, status, body, HTML, headers, head=request.method == "HEAD")
+        await respond(StatusSend(send, request.method == "HEAD"), status, body, HTML, headers)
 
     async def _redirect(
         self, send: Send, location: str, extra: list[tuple[bytes, bytes]] | None = None
@@ -475,7 +456,7 @@ class ConsoleApp:
             (b"x-frame-options", b"SAMEORIGIN"),
             (b"cross-origin-opener-policy", b"same-origin"),
         ]
-        await respond(send, 200, body, HTML, headers, head=request.method == "HEAD")
+        await respond(StatusSend(send, request.method == "HEAD"), 200, body, HTML, headers)
 
     async def _config_page(self, request: Request, send: Send) -> None:
         assert request.session is not None

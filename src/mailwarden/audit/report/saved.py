@@ -62,7 +62,8 @@ def run_key(name: str) -> tuple[str, int] | None:
     return found.group(1), int(found.group(2) or 1)
 
 
-def _write(path: Path, text: str) -> None:
+def write_atomically(path: Path, text: str) -> None:
+    """Whole or not at all: a monitoring system or the console never reads half a report."""
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         tmp.write_text(text, encoding="utf-8")
@@ -117,8 +118,8 @@ def save_run(folder: Path, started: str, json_text: str, html_text: str, keep: i
         raise InputError(f"--save-dir {folder}: not a folder")
     stem = stem_for(started, folder)
     json_path, html_path = folder / f"{stem}.json", folder / f"{stem}.html"
-    _write(json_path, json_text)
-    _write(html_path, html_text)
+    write_atomically(json_path, json_text)
+    write_atomically(html_path, html_text)
     _link(folder, LATEST_JSON, json_path.name)
     _link(folder, LATEST_HTML, html_path.name)
     return SavedRun(json_path, html_path, prune(folder, keep))
